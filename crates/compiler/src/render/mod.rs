@@ -1,0 +1,3 @@
+//! Renderers: the IR as text.
+
+pub mod nft;

@@ -1,0 +1,15 @@
+//! One module per subcommand.
+
+mod config;
+mod dry_run;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+/// Runs a subcommand.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::DryRun(args) => dry_run::run(&args),
+    }
+}

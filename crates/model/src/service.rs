@@ -1,0 +1,247 @@
+//! Services and their ports, as validated specs and as the per-node result.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::endpoint::{EndpointSets, SliceEndpoint};
+
+/// A transport protocol a Service port can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// The lower-case name used by nftables and in rule names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An IP family. Each family is programmed independently (dual-stack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum IpFamily {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl IpFamily {
+    /// Both families, IPv4 first: the order tables are emitted in.
+    pub const ALL: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
+
+    /// The family of an address.
+    pub fn of(addr: IpAddr) -> IpFamily {
+        match addr {
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    /// The family of a network.
+    pub fn of_net(net: &IpNet) -> IpFamily {
+        IpFamily::of(net.addr())
+    }
+}
+
+/// `internalTrafficPolicy` / `externalTrafficPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum TrafficPolicy {
+    /// Any usable endpoint in the cluster.
+    #[default]
+    Cluster,
+    /// Only endpoints on this node; none means the traffic is dropped.
+    Local,
+}
+
+/// `sessionAffinity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum SessionAffinity {
+    /// Every new connection picks an endpoint at random.
+    #[default]
+    None,
+    /// A client IP keeps its endpoint until it has been idle this long.
+    ClientIp {
+        /// `sessionAffinityConfig.clientIP.timeoutSeconds` (1..=86400, default 10800).
+        timeout_seconds: u32,
+    },
+}
+
+/// Names one port of one Service: the unit kproxy programs.
+///
+/// Ordered by namespace, Service, port name and protocol, which is the order of rules in the
+/// output, so output is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ServicePortName {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Name of the Service.
+    pub service: String,
+    /// Name of the port; empty for the single unnamed port of a Service.
+    pub port: String,
+    /// Protocol of the port.
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for ServicePortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.service)?;
+        if !self.port.is_empty() {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
+    }
+}
+
+/// One port of a validated Service, before endpoints are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// `ports[].name`.
+    pub name: String,
+    /// `ports[].protocol`.
+    pub protocol: Protocol,
+    /// `ports[].port`.
+    pub port: u16,
+    /// `ports[].nodePort`, when the Service type allocates one.
+    pub node_port: Option<u16>,
+}
+
+/// A Service that kproxy proxies, validated. Skipped Services (headless, ExternalName, another
+/// proxy's) never become a `ServiceSpec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.clusterIPs` (or `spec.clusterIP`), at most one per family.
+    pub cluster_ips: Vec<IpAddr>,
+    /// `spec.ports`.
+    pub ports: Vec<PortSpec>,
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip` of a LoadBalancer, except `ipMode: Proxy`.
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// `spec.loadBalancerSourceRanges`, normalised to network addresses.
+    pub source_ranges: Vec<IpNet>,
+    /// `spec.internalTrafficPolicy`.
+    pub internal_policy: TrafficPolicy,
+    /// `spec.externalTrafficPolicy`; only meaningful when the Service is externally reachable.
+    pub external_policy: TrafficPolicy,
+    /// `spec.sessionAffinity` with its timeout.
+    pub affinity: SessionAffinity,
+    /// `spec.healthCheckNodePort` (LoadBalancer with externalTrafficPolicy Local).
+    pub health_check_node_port: Option<u16>,
+}
+
+/// One port of a validated EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlicePort {
+    /// Matches a Service port name (both may be empty).
+    pub name: String,
+    /// Matches the Service port protocol.
+    pub protocol: Protocol,
+    /// The port the endpoints listen on: the DNAT target port.
+    pub port: u16,
+}
+
+/// A validated EndpointSlice of IPv4 or IPv6 endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceSpec {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`; orders slices so merging is deterministic.
+    pub name: String,
+    /// The `kubernetes.io/service-name` label: the Service this slice serves.
+    pub service: String,
+    /// `addressType`.
+    pub family: IpFamily,
+    /// `ports`.
+    pub ports: Vec<SlicePort>,
+    /// `endpoints`, first address of each.
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+/// One port of one Service as this node must proxy it: the compiler's input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    /// Which Service port this is.
+    pub name: ServicePortName,
+    /// The Service port number.
+    pub port: u16,
+    /// The NodePort, if any.
+    pub node_port: Option<u16>,
+    /// Health check port served for LoadBalancer Services with externalTrafficPolicy Local.
+    pub health_check_node_port: Option<u16>,
+    /// Policy for traffic to the ClusterIP.
+    pub internal_policy: TrafficPolicy,
+    /// Policy for traffic to NodePorts, externalIPs and load-balancer IPs.
+    pub external_policy: TrafficPolicy,
+    /// Session affinity.
+    pub affinity: SessionAffinity,
+    /// One entry per IP family of the Service, IPv4 first.
+    pub families: Vec<FamilyPort>,
+}
+
+impl ServicePort {
+    /// True when the port can be reached from outside the cluster network (NodePort,
+    /// externalIPs or load-balancer IPs), which is when `externalTrafficPolicy` applies.
+    pub fn is_externally_reachable(&self) -> bool {
+        self.node_port.is_some()
+            || self
+                .families
+                .iter()
+                .any(|f| !f.external_ips.is_empty() || !f.load_balancer_ips.is_empty())
+    }
+
+    /// The policy external traffic actually follows: `Local` only for reachable ports.
+    pub fn effective_external_policy(&self) -> TrafficPolicy {
+        if self.is_externally_reachable() {
+            self.external_policy
+        } else {
+            TrafficPolicy::Cluster
+        }
+    }
+
+    /// The per-family view, if the Service has a ClusterIP of that family.
+    pub fn family(&self, family: IpFamily) -> Option<&FamilyPort> {
+        self.families.iter().find(|f| f.family == family)
+    }
+}
+
+/// The addresses and endpoints of one Service port in one IP family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FamilyPort {
+    /// The family all addresses below belong to.
+    pub family: IpFamily,
+    /// The ClusterIP of this family.
+    pub cluster_ip: IpAddr,
+    /// `externalIPs` of this family.
+    pub external_ips: Vec<IpAddr>,
+    /// Load-balancer ingress IPs of this family.
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// `loadBalancerSourceRanges` of this family; empty means every source is allowed.
+    pub source_ranges: Vec<IpNet>,
+    /// The endpoints selected for this node.
+    pub endpoints: EndpointSets,
+}
