@@ -11,11 +11,17 @@ use crate::cli::{DryRunArgs, OutputFormat};
 use crate::{hostname, input};
 
 pub fn run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
+    // Bad flags are fatal even with --keep-going: every rule depends on them.
+    let options = match config::options(&args.proxy) {
+        Ok(options) => options,
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let mut problems = Vec::new();
-    let options = config::options(&args.proxy).unwrap_or_else(|mut bad| {
-        problems.append(&mut bad);
-        Default::default()
-    });
     let node_name = match &args.proxy.hostname_override {
         Some(name) => name.trim().to_lowercase(),
         None => hostname::node_name()?,

@@ -1,0 +1,9 @@
+//! kproxy's integration tests: one binary, one module per area (as ripgrep does).
+//!
+//! * `golden`: `dry-run` output against reviewed files in `testdata/`, and those rulesets
+//!   loaded into a real kernel in a throwaway network namespace.
+//! * `cli`: input forms, output formats and flag errors.
+
+mod cli;
+mod golden;
+mod support;
