@@ -154,3 +154,185 @@ fn candidates<'a>(
     }
     by_key.into_values().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::{EndpointConditions, Protocol, SliceEndpoint, SlicePort};
+
+    fn service(ports: &[(&str, Protocol, u16)], cluster_ips: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            namespace: "ns".into(),
+            name: "svc".into(),
+            cluster_ips: cluster_ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+            ports: ports
+                .iter()
+                .map(|&(name, protocol, port)| PortSpec {
+                    name: name.into(),
+                    protocol,
+                    port,
+                    node_port: None,
+                })
+                .collect(),
+            external_ips: vec![
+                "198.51.100.1".parse().unwrap(),
+                "2001:db8::1".parse().unwrap(),
+            ],
+            load_balancer_ips: vec![],
+            source_ranges: vec![],
+            internal_policy: Default::default(),
+            external_policy: Default::default(),
+            affinity: Default::default(),
+            health_check_node_port: None,
+        }
+    }
+
+    fn slice(
+        name: &str,
+        family: IpFamily,
+        ports: &[(&str, Protocol, u16)],
+        eps: &[(&str, bool)],
+    ) -> SliceSpec {
+        SliceSpec {
+            namespace: "ns".into(),
+            name: name.into(),
+            service: "svc".into(),
+            family,
+            ports: ports
+                .iter()
+                .map(|&(name, protocol, port)| SlicePort {
+                    name: name.into(),
+                    protocol,
+                    port,
+                })
+                .collect(),
+            endpoints: eps
+                .iter()
+                .map(|&(addr, ready)| SliceEndpoint {
+                    addr: addr.parse().unwrap(),
+                    conditions: EndpointConditions {
+                        ready,
+                        serving: ready,
+                        terminating: false,
+                    },
+                    node_name: Some("node-b".into()),
+                    zone_hints: Default::default(),
+                    node_hints: Default::default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn addrs(port: &ServicePort, family: IpFamily) -> Vec<(IpAddr, u16)> {
+        port.family(family)
+            .unwrap()
+            .endpoints
+            .cluster
+            .iter()
+            .map(|e| (e.addr, e.port))
+            .collect()
+    }
+
+    #[test]
+    fn slices_join_ports_by_name_and_protocol_and_give_the_target_port() {
+        let svc = service(
+            &[("dns", Protocol::Udp, 53), ("dns", Protocol::Tcp, 53)],
+            &["10.96.0.10"],
+        );
+        let slices = [slice(
+            "svc-a",
+            IpFamily::V4,
+            &[("dns", Protocol::Udp, 5353), ("dns", Protocol::Tcp, 5354)],
+            &[("10.0.0.1", true)],
+        )];
+        let state = ProxyState::build(NodeInfo::named("node-a"), &[svc], &slices);
+        assert_eq!(state.ports.len(), 2);
+        let tcp = &state.ports[0];
+        assert_eq!(
+            tcp.name.protocol,
+            Protocol::Tcp,
+            "ports are sorted by name then protocol"
+        );
+        assert_eq!(
+            addrs(tcp, IpFamily::V4),
+            [("10.0.0.1".parse().unwrap(), 5354)]
+        );
+        assert_eq!(
+            addrs(&state.ports[1], IpFamily::V4),
+            [("10.0.0.1".parse().unwrap(), 5353)]
+        );
+    }
+
+    #[test]
+    fn duplicate_endpoints_are_merged_and_the_ready_copy_wins() {
+        let svc = service(&[("", Protocol::Tcp, 80)], &["10.96.0.1"]);
+        let slices = [
+            slice(
+                "svc-b",
+                IpFamily::V4,
+                &[("", Protocol::Tcp, 8080)],
+                &[("10.0.0.1", true), ("10.0.0.2", true)],
+            ),
+            slice(
+                "svc-a",
+                IpFamily::V4,
+                &[("", Protocol::Tcp, 8080)],
+                &[("10.0.0.1", false)],
+            ),
+        ];
+        let state = ProxyState::build(NodeInfo::named("node-a"), &[svc], &slices);
+        let endpoints = &state.ports[0].families[0].endpoints;
+        assert_eq!(endpoints.cluster.len(), 2);
+        assert!(endpoints.any_usable);
+    }
+
+    #[test]
+    fn each_family_takes_its_own_slices_and_addresses() {
+        let svc = service(&[("", Protocol::Tcp, 80)], &["10.96.0.1", "fd00::1"]);
+        let slices = [
+            slice(
+                "v4",
+                IpFamily::V4,
+                &[("", Protocol::Tcp, 8080)],
+                &[("10.0.0.1", true)],
+            ),
+            slice(
+                "v6",
+                IpFamily::V6,
+                &[("", Protocol::Tcp, 8080)],
+                &[("fd00:10::1", true)],
+            ),
+        ];
+        let state = ProxyState::build(NodeInfo::named("node-a"), &[svc], &slices);
+        let port = &state.ports[0];
+        assert_eq!(port.families.len(), 2);
+        assert_eq!(
+            addrs(port, IpFamily::V6),
+            [("fd00:10::1".parse().unwrap(), 8080)]
+        );
+        assert_eq!(
+            port.family(IpFamily::V4).unwrap().external_ips,
+            ["198.51.100.1".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            port.family(IpFamily::V6).unwrap().external_ips,
+            ["2001:db8::1".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_port_without_a_matching_slice_port_has_no_endpoints() {
+        let svc = service(&[("http", Protocol::Tcp, 80)], &["10.96.0.1"]);
+        let slices = [slice(
+            "s",
+            IpFamily::V4,
+            &[("web", Protocol::Tcp, 8080)],
+            &[("10.0.0.1", true)],
+        )];
+        let state = ProxyState::build(NodeInfo::named("node-a"), &[svc], &slices);
+        let endpoints = &state.ports[0].families[0].endpoints;
+        assert!(endpoints.cluster.is_empty() && !endpoints.any_usable);
+    }
+}

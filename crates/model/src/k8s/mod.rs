@@ -16,6 +16,9 @@ pub use node::node;
 pub use service::service;
 pub use slice::endpoint_slice;
 
+#[cfg(test)]
+mod tests;
+
 use crate::FieldError;
 
 /// The label that hands a Service (and its slices) to a proxy other than the default one.
