@@ -396,9 +396,7 @@ impl Rule {
 
     /// Adds matches in front.
     pub fn when(mut self, matches: impl IntoIterator<Item = Match>) -> Rule {
-        let mut all: Vec<Match> = matches.into_iter().collect();
-        all.append(&mut self.matches);
-        self.matches = all;
+        self.matches.splice(0..0, matches);
         self
     }
 

@@ -23,18 +23,14 @@ const MAX_ID_LEN: usize = MAX_NAME_LEN - "affinity-".len() - "__".len() - 46;
 /// The per-Service-port part of every name: `namespace/service/protocol/port`, where port is the
 /// port name, or the number for an unnamed port.
 pub fn port_id(name: &ServicePortName, port: u16) -> String {
-    let mut id = String::new();
-    let port_part = if name.port.is_empty() {
-        port.to_string()
+    let mut id = String::with_capacity(name.namespace.len() + name.service.len() + 24);
+    let _ = write!(id, "{}/{}/{}/", name.namespace, name.service, name.protocol);
+    if name.port.is_empty() {
+        let _ = write!(id, "{port}");
     } else {
-        name.port.clone()
-    };
-    let _ = write!(
-        id,
-        "{}/{}/{}/{}",
-        name.namespace, name.service, name.protocol, port_part
-    );
-    bounded(&id, MAX_ID_LEN)
+        id.push_str(&name.port);
+    }
+    bounded(id, MAX_ID_LEN)
 }
 
 /// The chain holding DNAT to the cluster-wide endpoint set.
@@ -69,6 +65,10 @@ pub fn port_comment(name: &ServicePortName) -> String {
 
 /// Makes any text a valid comment: no quotes, at most [`MAX_COMMENT_LEN`] bytes.
 pub fn comment(text: &str) -> String {
+    let is_clean = |c: char| c != '"' && !c.is_control();
+    if text.len() <= MAX_COMMENT_LEN && text.chars().all(is_clean) {
+        return text.to_string();
+    }
     let clean: String = text
         .chars()
         .map(|c| if c == '"' || c.is_control() { '_' } else { c })
@@ -86,20 +86,15 @@ pub fn comment(text: &str) -> String {
 /// Keeps characters nft accepts in identifiers; replaces others; and, if anything was replaced
 /// or the result is longer than `max`, shortens it and appends a hash of the original, so two
 /// different inputs still get different names.
-fn bounded(raw: &str, max: usize) -> String {
+fn bounded(raw: String, max: usize) -> String {
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+    if raw.len() <= max && raw.chars().all(valid) {
+        return raw;
+    }
     let clean: String = raw
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if valid(c) { c } else { '_' })
         .collect();
-    if clean == raw && clean.len() <= max {
-        return clean;
-    }
     let hash = fnv1a(raw.as_bytes());
     let suffix = format!("-{hash:016x}");
     let keep = max.min(clean.len() + suffix.len()) - suffix.len();

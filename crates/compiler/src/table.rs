@@ -1,6 +1,6 @@
 //! Assembles one family's table: global sets and maps, base chains, per-Service-port chains.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use kproxy_model::{FamilyPort, IpFamily, ProxyState, ServicePort, TrafficPolicy};
@@ -74,8 +74,10 @@ pub(crate) struct TableBuilder<'a> {
     pub options: &'a Options,
     pub cluster_cidrs: Vec<IpNet>,
     pub nodeport: NodePortMatch,
-    sets: BTreeMap<SetName, BTreeSet<Vec<Value>>>,
-    maps: BTreeMap<MapName, BTreeMap<Vec<Value>, Verdict>>,
+    // Elements are collected in Vecs and sorted once in `finish`: far cheaper than keeping
+    // ordered trees of heap-allocated keys while compiling.
+    sets: BTreeMap<SetName, Vec<Vec<Value>>>,
+    maps: BTreeMap<MapName, Vec<(Vec<Value>, Verdict)>>,
     affinity_sets: Vec<Set>,
     chains: Vec<Chain>,
 }
@@ -89,17 +91,13 @@ impl TableBuilder<'_> {
     }
 
     pub fn add_element(&mut self, set: SetName, key: Vec<Value>) {
-        self.sets.entry(set).or_default().insert(key);
+        self.sets.entry(set).or_default().push(key);
     }
 
     /// Adds a map element. If two Services claim the same key, the first (in Service order)
     /// keeps it, so the result does not depend on input order.
     pub fn add_verdict(&mut self, map: MapName, key: Vec<Value>, verdict: Verdict) {
-        self.maps
-            .entry(map)
-            .or_default()
-            .entry(key)
-            .or_insert(verdict);
+        self.maps.entry(map).or_default().push((key, verdict));
     }
 
     pub fn add_chain(&mut self, chain: Chain) {
@@ -111,12 +109,9 @@ impl TableBuilder<'_> {
     }
 
     fn set(&mut self, name: SetName, key: Vec<DataType>, interval: bool, comment: &str) -> Set {
-        let elements = self
-            .sets
-            .remove(&name)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let mut elements = self.sets.remove(&name).unwrap_or_default();
+        elements.sort_unstable();
+        elements.dedup();
         Set {
             name: name.as_str().to_string(),
             key,
@@ -128,10 +123,11 @@ impl TableBuilder<'_> {
     }
 
     fn map(&mut self, name: MapName, key: Vec<DataType>, comment: &str) -> Map {
-        let elements = self
-            .maps
-            .remove(&name)
-            .unwrap_or_default()
+        let mut elements = self.maps.remove(&name).unwrap_or_default();
+        // Stable sort, then keep the first of equal keys: the first Service wins.
+        elements.sort_by(|a, b| a.0.cmp(&b.0));
+        elements.dedup_by(|later, first| later.0 == first.0);
+        let elements = elements
             .into_iter()
             .map(|(key, verdict)| VerdictElement { key, verdict })
             .collect();
@@ -268,9 +264,10 @@ impl PortContext<'_> {
 
     /// The `service-…` chain (cluster-wide endpoints) is reachable.
     pub fn uses_cluster_chain(&self) -> bool {
+        let external_cluster = self.port.is_externally_reachable()
+            && self.port.external_policy == TrafficPolicy::Cluster;
         self.has_endpoints()
-            && (self.port.internal_policy == TrafficPolicy::Cluster
-                || self.port.effective_external_policy() == TrafficPolicy::Cluster)
+            && (self.port.internal_policy == TrafficPolicy::Cluster || external_cluster)
     }
 
     /// The `local-…` chain (endpoints on this node) is reachable.

@@ -75,7 +75,7 @@ fn build_port(
     slices: &[&SliceSpec],
     node: NodeView<'_>,
 ) -> ServicePort {
-    let mut families = Vec::new();
+    let mut families = Vec::with_capacity(service.cluster_ips.len());
     for family in IpFamily::ALL {
         let Some(&cluster_ip) = service
             .cluster_ips

@@ -31,11 +31,11 @@ fn table(out: &mut String, table: &Table) -> fmt::Result {
     };
     for s in &table.sets {
         gap(out)?;
-        set(out, table.family, s)?;
+        set(out, s)?;
     }
     for m in &table.maps {
         gap(out)?;
-        map(out, table.family, m)?;
+        map(out, m)?;
     }
     for c in &table.chains {
         gap(out)?;
@@ -52,67 +52,76 @@ fn family(family: Family) -> &'static str {
     }
 }
 
-fn set(out: &mut String, fam: Family, set: &Set) -> fmt::Result {
+fn set(out: &mut String, set: &Set) -> fmt::Result {
     writeln!(out, "\tset {} {{", set.name)?;
-    writeln!(out, "\t\ttype {}", key_type(&set.key))?;
+    out.push_str("\t\ttype ");
+    key_type(out, &set.key);
+    out.push('\n');
     match (set.interval, set.timeout) {
-        (true, _) => writeln!(out, "\t\tflags interval")?,
+        (true, _) => out.push_str("\t\tflags interval\n"),
         (false, Some(timeout)) => {
-            writeln!(out, "\t\tflags dynamic,timeout")?;
-            writeln!(out, "\t\ttimeout {timeout}s")?;
+            writeln!(out, "\t\tflags dynamic,timeout\n\t\ttimeout {timeout}s")?
         }
         (false, None) => {}
     }
     if let Some(text) = &set.comment {
         writeln!(out, "\t\tcomment \"{text}\"")?;
     }
-    let elements = set.elements.iter().map(|key| concat_values(fam, key));
-    elements_block(out, elements)?;
+    elements_block(out, &set.elements, |out, key| values(out, key))?;
     out.push_str("\t}\n");
     Ok(())
 }
 
-fn map(out: &mut String, fam: Family, map: &Map) -> fmt::Result {
+fn map(out: &mut String, map: &Map) -> fmt::Result {
     writeln!(out, "\tmap {} {{", map.name)?;
-    writeln!(out, "\t\ttype {} : verdict", key_type(&map.key))?;
+    out.push_str("\t\ttype ");
+    key_type(out, &map.key);
+    out.push_str(" : verdict\n");
     if let Some(text) = &map.comment {
         writeln!(out, "\t\tcomment \"{text}\"")?;
     }
-    let elements = map
-        .elements
-        .iter()
-        .map(|e| format!("{} : {}", concat_values(fam, &e.key), verdict(&e.verdict)));
-    elements_block(out, elements)?;
+    elements_block(out, &map.elements, |out, element| {
+        values(out, &element.key)?;
+        out.push_str(" : ");
+        verdict(out, &element.verdict);
+        Ok(())
+    })?;
     out.push_str("\t}\n");
     Ok(())
 }
 
-fn elements_block(out: &mut String, elements: impl Iterator<Item = String>) -> fmt::Result {
-    let mut elements = elements.peekable();
-    if elements.peek().is_none() {
+/// One element per line, comma-separated; nothing for an empty set.
+fn elements_block<T>(
+    out: &mut String,
+    elements: &[T],
+    mut write: impl FnMut(&mut String, &T) -> fmt::Result,
+) -> fmt::Result {
+    if elements.is_empty() {
         return Ok(());
     }
     out.push_str("\t\telements = {\n");
-    while let Some(element) = elements.next() {
-        let sep = if elements.peek().is_some() { "," } else { "" };
-        writeln!(out, "\t\t\t{element}{sep}")?;
+    for (i, element) in elements.iter().enumerate() {
+        out.push_str("\t\t\t");
+        write(out, element)?;
+        out.push_str(if i + 1 < elements.len() { ",\n" } else { "\n" });
     }
     out.push_str("\t\t}\n");
     Ok(())
 }
 
-fn key_type(types: &[DataType]) -> String {
-    let names: Vec<&str> = types
-        .iter()
-        .map(|t| match t {
+fn key_type(out: &mut String, types: &[DataType]) {
+    for (i, t) in types.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" . ");
+        }
+        out.push_str(match t {
             DataType::Ipv4Addr => "ipv4_addr",
             DataType::Ipv6Addr => "ipv6_addr",
             DataType::InetProto => "inet_proto",
             DataType::InetService => "inet_service",
             DataType::Integer => "integer",
-        })
-        .collect();
-    names.join(" . ")
+        });
+    }
 }
 
 fn chain(out: &mut String, fam: Family, chain: &Chain) -> fmt::Result {
@@ -165,150 +174,308 @@ fn named_priority(base: &str, offset: i32) -> String {
 
 /// Renders one rule on one line (no indentation, no newline).
 pub fn rule(out: &mut String, fam: Family, rule: &Rule) -> fmt::Result {
-    let mut words: Vec<String> = Vec::new();
+    let mut first = true;
+    let mut space = |out: &mut String| {
+        if !std::mem::take(&mut first) {
+            out.push(' ');
+        }
+    };
     for m in &rule.matches {
-        words.push(matcher(fam, m));
+        space(out);
+        matcher(out, fam, m)?;
     }
     for s in &rule.statements {
-        words.push(statement(fam, s));
+        space(out);
+        statement(out, fam, s)?;
     }
     if let Some(a) = &rule.action {
-        words.push(action(fam, a));
+        space(out);
+        action(out, fam, a)?;
     }
     if let Some(text) = &rule.comment {
-        words.push(format!("comment \"{text}\""));
+        space(out);
+        write!(out, "comment \"{text}\"")?;
     }
-    out.push_str(&words.join(" "));
     Ok(())
 }
 
-fn expr(fam: Family, expr: &Expr) -> String {
+fn expr(out: &mut String, fam: Family, expr: &Expr) -> fmt::Result {
     let ip = family(fam);
     match expr {
-        Expr::SourceAddr => format!("{ip} saddr"),
-        Expr::DestAddr => format!("{ip} daddr"),
-        Expr::L4Proto => "meta l4proto".into(),
-        Expr::DestPort => "th dport".into(),
-        Expr::Mark => "meta mark".into(),
-        Expr::CtState => "ct state".into(),
-        Expr::CtStatus => "ct status".into(),
-        Expr::SourceAddrType => "fib saddr type".into(),
-        Expr::DestAddrType => "fib daddr type".into(),
-        Expr::Numgen { modulus } => format!("numgen random mod {modulus}"),
+        Expr::SourceAddr => write!(out, "{ip} saddr"),
+        Expr::DestAddr => write!(out, "{ip} daddr"),
+        Expr::L4Proto => {
+            out.push_str("meta l4proto");
+            Ok(())
+        }
+        Expr::DestPort => {
+            out.push_str("th dport");
+            Ok(())
+        }
+        Expr::Mark => {
+            out.push_str("meta mark");
+            Ok(())
+        }
+        Expr::CtState => {
+            out.push_str("ct state");
+            Ok(())
+        }
+        Expr::CtStatus => {
+            out.push_str("ct status");
+            Ok(())
+        }
+        Expr::SourceAddrType => {
+            out.push_str("fib saddr type");
+            Ok(())
+        }
+        Expr::DestAddrType => {
+            out.push_str("fib daddr type");
+            Ok(())
+        }
+        Expr::Numgen { modulus } => write!(out, "numgen random mod {modulus}"),
     }
 }
 
-fn concat_exprs(fam: Family, key: &[Expr]) -> String {
-    key.iter()
-        .map(|e| expr(fam, e))
-        .collect::<Vec<_>>()
-        .join(" . ")
+fn exprs(out: &mut String, fam: Family, key: &[Expr]) -> fmt::Result {
+    for (i, e) in key.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" . ");
+        }
+        expr(out, fam, e)?;
+    }
+    Ok(())
 }
 
-fn value(value: &Value) -> String {
+fn value(out: &mut String, value: &Value) -> fmt::Result {
     match value {
-        Value::Addr(addr) => addr.to_string(),
-        Value::Prefix(net) => prefix(net),
-        Value::Proto(proto) => proto.as_str().into(),
-        Value::Port(port) => port.to_string(),
-        Value::Integer(n) => n.to_string(),
-        Value::CtNew => "new".into(),
-        Value::CtDnat => "dnat".into(),
-        Value::Local => "local".into(),
+        Value::Addr(addr) => {
+            addr_text(out, *addr);
+            Ok(())
+        }
+        Value::Prefix(net) => prefix(out, net),
+        Value::Proto(proto) => {
+            out.push_str(proto.as_str());
+            Ok(())
+        }
+        Value::Port(port) => {
+            decimal(out, u32::from(*port));
+            Ok(())
+        }
+        Value::Integer(n) => {
+            decimal(out, *n);
+            Ok(())
+        }
+        Value::CtNew => {
+            out.push_str("new");
+            Ok(())
+        }
+        Value::CtDnat => {
+            out.push_str("dnat");
+            Ok(())
+        }
+        Value::Local => {
+            out.push_str("local");
+            Ok(())
+        }
     }
+}
+
+fn values(out: &mut String, key: &[Value]) -> fmt::Result {
+    for (i, v) in key.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" . ");
+        }
+        value(out, v)?;
+    }
+    Ok(())
 }
 
 /// A host prefix is written as the bare address, as `nft list` does.
-fn prefix(net: &IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.to_string()
+fn prefix(out: &mut String, net: &IpNet) -> fmt::Result {
+    addr_text(out, net.addr());
+    if net.prefix_len() != net.max_prefix_len() {
+        out.push('/');
+        decimal(out, u32::from(net.prefix_len()));
     }
+    Ok(())
 }
 
-fn concat_values(_fam: Family, values: &[Value]) -> String {
-    values.iter().map(value).collect::<Vec<_>>().join(" . ")
-}
-
-fn matcher(fam: Family, m: &Match) -> String {
+fn matcher(out: &mut String, fam: Family, m: &Match) -> fmt::Result {
     match m {
-        Match::Cmp {
-            left,
-            op: CmpOp::Eq,
-            right,
-        } => format!("{} {}", expr(fam, left), value(right)),
-        Match::Cmp {
-            left,
-            op: CmpOp::Ne,
-            right,
-        } => format!("{} != {}", expr(fam, left), value(right)),
+        Match::Cmp { left, op, right } => {
+            expr(out, fam, left)?;
+            out.push_str(if *op == CmpOp::Ne { " != " } else { " " });
+            value(out, right)
+        }
         Match::Masked { left, mask, value } => {
-            format!("{} & 0x{mask:08x} == 0x{value:08x}", expr(fam, left))
+            expr(out, fam, left)?;
+            write!(out, " & 0x{mask:08x} == 0x{value:08x}")
         }
         Match::Lookup { key, set, negate } => {
-            let op = if *negate { "!= " } else { "" };
-            let set = match set {
-                SetRef::Named(name) => format!("@{name}"),
+            exprs(out, fam, key)?;
+            out.push_str(if *negate { " != " } else { " " });
+            match set {
+                SetRef::Named(name) => write!(out, "@{name}"),
                 SetRef::Prefixes(nets) => {
-                    format!(
-                        "{{ {} }}",
-                        nets.iter().map(prefix).collect::<Vec<_>>().join(", ")
-                    )
+                    out.push_str("{ ");
+                    for (i, net) in nets.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        prefix(out, net)?;
+                    }
+                    out.push_str(" }");
+                    Ok(())
                 }
-            };
-            format!("{} {op}{set}", concat_exprs(fam, key))
+            }
         }
     }
 }
 
-fn statement(fam: Family, s: &Statement) -> String {
+fn statement(out: &mut String, fam: Family, s: &Statement) -> fmt::Result {
     match s {
-        Statement::MarkOr(bits) => format!("meta mark set meta mark | 0x{bits:08x}"),
-        Statement::MarkXor(bits) => format!("meta mark set meta mark ^ 0x{bits:08x}"),
-        Statement::UpdateSet { set, key } => format!("update @{set} {{ {} }}", expr(fam, key)),
+        Statement::MarkOr(bits) => write!(out, "meta mark set meta mark | 0x{bits:08x}"),
+        Statement::MarkXor(bits) => write!(out, "meta mark set meta mark ^ 0x{bits:08x}"),
+        Statement::UpdateSet { set, key } => {
+            write!(out, "update @{set} {{ ")?;
+            expr(out, fam, key)?;
+            out.push_str(" }");
+            Ok(())
+        }
     }
 }
 
-fn action(fam: Family, a: &Action) -> String {
+fn action(out: &mut String, fam: Family, a: &Action) -> fmt::Result {
     match a {
-        Action::Verdict(v) => verdict(v),
-        Action::Vmap { key, map } => format!("{} vmap @{map}", concat_exprs(fam, key)),
-        Action::Dnat(Dnat::To(target)) => format!("dnat to {}", socket(target)),
-        Action::Dnat(Dnat::Random(targets)) => {
-            let elements: Vec<String> = targets
-                .iter()
-                .enumerate()
-                .map(|(i, t)| format!("{i} : {} . {}", t.ip(), t.port()))
-                .collect();
-            format!(
-                "dnat {} to numgen random mod {} map {{ {} }}",
-                family(fam),
-                targets.len(),
-                elements.join(", ")
-            )
+        Action::Verdict(v) => {
+            verdict(out, v);
+            Ok(())
         }
-        Action::Masquerade { fully_random: true } => "masquerade fully-random".into(),
+        Action::Vmap { key, map } => {
+            exprs(out, fam, key)?;
+            write!(out, " vmap @{map}")
+        }
+        Action::Dnat(Dnat::To(target)) => {
+            out.push_str("dnat to ");
+            socket(out, target)
+        }
+        Action::Dnat(Dnat::Random(targets)) => {
+            write!(
+                out,
+                "dnat {} to numgen random mod {} map {{ ",
+                family(fam),
+                targets.len()
+            )?;
+            for (i, t) in targets.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                decimal(out, u32::try_from(i).unwrap_or(u32::MAX));
+                out.push_str(" : ");
+                addr_text(out, t.ip());
+                out.push_str(" . ");
+                decimal(out, u32::from(t.port()));
+            }
+            out.push_str(" }");
+            Ok(())
+        }
+        Action::Masquerade { fully_random: true } => {
+            out.push_str("masquerade fully-random");
+            Ok(())
+        }
         Action::Masquerade {
             fully_random: false,
-        } => "masquerade".into(),
-        Action::Reject => "reject".into(),
+        } => {
+            out.push_str("masquerade");
+            Ok(())
+        }
+        Action::Reject => {
+            out.push_str("reject");
+            Ok(())
+        }
     }
 }
 
-fn socket(target: &SocketAddr) -> String {
+fn socket(out: &mut String, target: &SocketAddr) -> fmt::Result {
     match target.ip() {
-        IpAddr::V4(ip) => format!("{ip}:{}", target.port()),
-        IpAddr::V6(ip) => format!("[{ip}]:{}", target.port()),
+        IpAddr::V4(ip) => {
+            addr_text(out, IpAddr::V4(ip));
+            out.push(':');
+            decimal(out, u32::from(target.port()));
+            Ok(())
+        }
+        IpAddr::V6(ip) => write!(out, "[{ip}]:{}", target.port()),
     }
 }
 
-fn verdict(v: &Verdict) -> String {
+fn verdict(out: &mut String, v: &Verdict) {
     match v {
-        Verdict::Accept => "accept".into(),
-        Verdict::Drop => "drop".into(),
-        Verdict::Return => "return".into(),
-        Verdict::Jump(chain) => format!("jump {chain}"),
-        Verdict::Goto(chain) => format!("goto {chain}"),
+        Verdict::Accept => out.push_str("accept"),
+        Verdict::Drop => out.push_str("drop"),
+        Verdict::Return => out.push_str("return"),
+        Verdict::Jump(chain) => {
+            out.push_str("jump ");
+            out.push_str(chain);
+        }
+        Verdict::Goto(chain) => {
+            out.push_str("goto ");
+            out.push_str(chain);
+        }
+    }
+}
+
+/// Writes an address. IPv4 is formatted by hand: rendering is dominated by addresses, and
+/// this is several times faster than going through `fmt`.
+fn addr_text(out: &mut String, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(ip) => {
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                decimal(out, u32::from(octet));
+            }
+        }
+        IpAddr::V6(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
+/// Writes a number in decimal without going through `fmt`.
+fn decimal(out: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // `n % 10` is below 10, so the digit is ASCII.
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_formatting_matches_display() {
+        for n in [0u32, 7, 10, 99, 255, 65535, u32::MAX] {
+            let mut out = String::new();
+            decimal(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+        for addr in ["0.0.0.0", "10.244.1.5", "255.255.255.255", "fd00::1"] {
+            let addr: IpAddr = addr.parse().unwrap();
+            let mut out = String::new();
+            addr_text(&mut out, addr);
+            assert_eq!(out, addr.to_string());
+        }
     }
 }
