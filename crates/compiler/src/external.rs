@@ -55,7 +55,7 @@ fn local_policy_rules(table: &TableBuilder<'_>, ctx: &PortContext<'_>) -> Vec<Ru
     if !table.cluster_cidrs.is_empty() {
         rules.push(
             Rule::verdict(ctx.internal_verdict())
-                .when([from_pods(&table.cluster_cidrs)])
+                .when([source_in(&table.cluster_cidrs, false)])
                 .comment("short-circuit traffic from pods"),
         );
     }
@@ -63,14 +63,15 @@ fn local_policy_rules(table: &TableBuilder<'_>, ctx: &PortContext<'_>) -> Vec<Ru
     rules
 }
 
-/// `ip saddr <cidr>` or `ip saddr { cidrs }`.
-pub(crate) fn from_pods(cidrs: &[ipnet::IpNet]) -> Match {
+/// `ip saddr [!=] <cidr>`, or `ip saddr [!=] { cidrs }` for several.
+pub(crate) fn source_in(cidrs: &[ipnet::IpNet], negate: bool) -> Match {
     match cidrs {
+        [one] if negate => Match::ne(Expr::SourceAddr, Value::Prefix(*one)),
         [one] => Match::eq(Expr::SourceAddr, Value::Prefix(*one)),
         many => Match::Lookup {
             key: vec![Expr::SourceAddr],
             set: SetRef::Prefixes(many.to_vec()),
-            negate: false,
+            negate,
         },
     }
 }

@@ -127,7 +127,7 @@ pub(crate) fn chains(table: &TableBuilder<'_>) -> Vec<Chain> {
         ),
         services_chain(table),
     ];
-    chains.extend(masquerade::chains(table));
+    chains.extend(masquerade::chains());
     chains.push(firewall::check_chain());
     chains.extend(no_endpoints::chains(table));
     chains.push(clusterip::undefined_port_chain());

@@ -7,7 +7,7 @@
 //! reaching itself through a Service) needs no mark: after DNAT its source equals its
 //! destination, which the `hairpin` set of local `endpoint . endpoint` pairs recognises.
 
-use crate::external::from_pods;
+use crate::external::source_in;
 use crate::ir::{Action, Chain, Expr, Match, Rule, Statement, Value};
 use crate::table::{SetName, TableBuilder};
 
@@ -26,19 +26,14 @@ pub(crate) fn cluster_ip_rule(table: &TableBuilder<'_>) -> Option<Rule> {
     if table.cluster_cidrs.is_empty() {
         return None;
     }
-    let mut from_outside = from_pods(&table.cluster_cidrs);
-    match &mut from_outside {
-        Match::Cmp { op, .. } => *op = crate::ir::CmpOp::Ne,
-        Match::Lookup { negate, .. } => *negate = true,
-        Match::Masked { .. } => {}
-    }
+    let from_outside = source_in(&table.cluster_cidrs, true);
     Some(
         mark.when([to_cluster_ip, from_outside])
             .comment("ClusterIP traffic from outside the cluster"),
     )
 }
 
-pub(crate) fn chains(table: &TableBuilder<'_>) -> Vec<Chain> {
+pub(crate) fn chains() -> Vec<Chain> {
     let marked = Match::Masked {
         left: Expr::Mark,
         mask: MASQUERADE_MARK,
@@ -49,7 +44,6 @@ pub(crate) fn chains(table: &TableBuilder<'_>) -> Vec<Chain> {
         SetName::Hairpin.as_str(),
     );
     let masquerade = Action::Masquerade { fully_random: true };
-    let _ = table;
     vec![
         Chain {
             name: "masquerading".into(),
