@@ -45,14 +45,16 @@ fn table(out: &mut String, table: &Table) -> fmt::Result {
     Ok(())
 }
 
-fn family(family: Family) -> &'static str {
+/// The nft keyword of a family.
+pub fn family(family: Family) -> &'static str {
     match family {
         Family::Ip => "ip",
         Family::Ip6 => "ip6",
     }
 }
 
-fn set(out: &mut String, set: &Set) -> fmt::Result {
+/// A set block (`set NAME { … }`), indented for use inside a table block.
+pub fn set(out: &mut String, set: &Set) -> fmt::Result {
     writeln!(out, "\tset {} {{", set.name)?;
     out.push_str("\t\ttype ");
     key_type(out, &set.key);
@@ -72,7 +74,8 @@ fn set(out: &mut String, set: &Set) -> fmt::Result {
     Ok(())
 }
 
-fn map(out: &mut String, map: &Map) -> fmt::Result {
+/// A map block (`map NAME { … }`), indented for use inside a table block.
+pub fn map(out: &mut String, map: &Map) -> fmt::Result {
     writeln!(out, "\tmap {} {{", map.name)?;
     out.push_str("\t\ttype ");
     key_type(out, &map.key);
@@ -124,7 +127,8 @@ fn key_type(out: &mut String, types: &[DataType]) {
     }
 }
 
-fn chain(out: &mut String, fam: Family, chain: &Chain) -> fmt::Result {
+/// A chain block (`chain NAME { … }`), indented for use inside a table block.
+pub fn chain(out: &mut String, fam: Family, chain: &Chain) -> fmt::Result {
     writeln!(out, "\tchain {} {{", chain.name)?;
     if let Some(text) = &chain.comment {
         writeln!(out, "\t\tcomment \"{text}\"")?;
@@ -280,7 +284,8 @@ fn value(out: &mut String, value: &Value) -> fmt::Result {
     }
 }
 
-fn values(out: &mut String, key: &[Value]) -> fmt::Result {
+/// A set element or map key: values joined with ` . `.
+pub fn values(out: &mut String, key: &[Value]) -> fmt::Result {
     for (i, v) in key.iter().enumerate() {
         if i > 0 {
             out.push_str(" . ");
@@ -408,7 +413,8 @@ fn socket(out: &mut String, target: &SocketAddr) -> fmt::Result {
     }
 }
 
-fn verdict(out: &mut String, v: &Verdict) {
+/// A verdict (`goto CHAIN`, `drop`, …).
+pub fn verdict(out: &mut String, v: &Verdict) {
     match v {
         Verdict::Accept => out.push_str("accept"),
         Verdict::Drop => out.push_str("drop"),

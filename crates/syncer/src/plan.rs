@@ -1,0 +1,481 @@
+//! The difference between two rulesets as an ordered list of operations.
+//!
+//! Order matters to the kernel, which checks references as each message is processed: chains
+//! whose rules change are flushed first (dropping their references), then stale elements and
+//! objects are deleted, new objects are created, elements are added, and finally rules are
+//! added to new and flushed chains. Chains that are no longer wanted are flushed in this plan
+//! and deleted by the *next* one: kernels before 6.2 may still count a reference from a map
+//! element deleted in the same transaction and fail with EBUSY (see shared/notes/netlink.md).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use kproxy_compiler::ir::{
+    Action, Chain, Family, Map, Match, Rule, Ruleset, Set, SetRef, Statement, Table, Value,
+    VerdictElement, TABLE_NAME,
+};
+use kproxy_compiler::render::nft;
+
+/// A named object of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// A set, with its elements.
+    Set(Set),
+    /// A verdict map, with its elements.
+    Map(Map),
+    /// A chain declaration (its rules are added by [`Operation::AddRule`]).
+    Chain(Chain),
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Create the table.
+    AddTable(Family),
+    /// Remove every rule of a chain.
+    FlushChain(Family, String),
+    /// Remove elements (keys only) from a set or map.
+    DeleteElements(Family, String, Vec<Vec<Value>>),
+    /// Delete a set or map.
+    DeleteSet(Family, String),
+    /// Delete an (empty, unreferenced) chain.
+    DeleteChain(Family, String),
+    /// Create a set, map or chain.
+    Add(Family, Object),
+    /// Add elements to a set.
+    AddSetElements(Family, String, Vec<Vec<Value>>),
+    /// Add elements to a verdict map.
+    AddMapElements(Family, String, Vec<VerdictElement>),
+    /// Append a rule to a chain.
+    AddRule(Family, String, Rule),
+}
+
+/// An ordered, atomic set of changes, plus the chains to delete in the next plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The operations, in the order they must be sent.
+    pub operations: Vec<Operation>,
+    /// Chains flushed by this plan because they are no longer wanted; pass them to the next
+    /// [`plan()`] call, which deletes them.
+    pub stale_chains: Vec<(Family, String)>,
+}
+
+impl Plan {
+    /// True when the kernel already matches.
+    pub fn is_empty(&self) -> bool {
+        self.operations.is_empty()
+    }
+}
+
+/// Computes the operations that turn `current` (what was applied last; `None` for an empty
+/// kernel) into `desired`. `stale` are the chains an earlier plan flushed for deletion.
+pub fn plan(current: Option<&Ruleset>, desired: &Ruleset, stale: &[(Family, String)]) -> Plan {
+    let mut steps = Steps::default();
+    let empty: Vec<Table> = Vec::new();
+    let current_tables = current.map_or(&empty, |r| &r.tables);
+    for table in &desired.tables {
+        match current_tables.iter().find(|t| t.family == table.family) {
+            Some(old) => diff_table(&mut steps, old, table),
+            None => {
+                steps.tables.push(Operation::AddTable(table.family));
+                diff_table(
+                    &mut steps,
+                    &Table {
+                        chains: vec![],
+                        sets: vec![],
+                        maps: vec![],
+                        ..table.clone()
+                    },
+                    table,
+                );
+            }
+        }
+    }
+    let mut stale_chains = Vec::new();
+    for old in current_tables {
+        match desired.tables.iter().find(|t| t.family == old.family) {
+            Some(_) => {}
+            None => {
+                let empty = Table {
+                    chains: vec![],
+                    sets: vec![],
+                    maps: vec![],
+                    ..old.clone()
+                };
+                diff_table(&mut steps, old, &empty);
+            }
+        }
+    }
+    stale_chains.append(&mut steps.stale_chains);
+    for (family, chain) in stale {
+        let still_gone = desired
+            .tables
+            .iter()
+            .find(|t| t.family == *family)
+            .is_none_or(|t| !t.chains.iter().any(|c| &c.name == chain));
+        if still_gone {
+            steps
+                .chain_deletes
+                .push(Operation::DeleteChain(*family, chain.clone()));
+        }
+    }
+    Plan {
+        operations: steps.into_operations(),
+        stale_chains,
+    }
+}
+
+/// Operations collected per phase, then concatenated in the order the kernel needs.
+#[derive(Default)]
+struct Steps {
+    tables: Vec<Operation>,
+    flushes: Vec<Operation>,
+    element_deletes: Vec<Operation>,
+    object_deletes: Vec<Operation>,
+    /// Chains are declared before sets and maps, whose elements may `goto` them.
+    chain_adds: Vec<Operation>,
+    adds: Vec<Operation>,
+    element_adds: Vec<Operation>,
+    rules: Vec<Operation>,
+    chain_deletes: Vec<Operation>,
+    stale_chains: Vec<(Family, String)>,
+}
+
+impl Steps {
+    fn into_operations(self) -> Vec<Operation> {
+        [
+            self.tables,
+            self.flushes,
+            self.element_deletes,
+            self.object_deletes,
+            self.chain_adds,
+            self.adds,
+            self.element_adds,
+            self.rules,
+            self.chain_deletes,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+fn diff_table(steps: &mut Steps, old: &Table, new: &Table) {
+    let family = new.family;
+    let mut recreated = BTreeSet::new();
+    diff_sets(steps, family, &old.sets, &new.sets, &mut recreated);
+    diff_maps(steps, family, &old.maps, &new.maps, &mut recreated);
+    diff_chains(steps, family, &old.chains, &new.chains, &recreated);
+}
+
+/// The named sets and maps a rule reads or writes.
+fn referenced_sets(rule: &Rule) -> impl Iterator<Item = &str> {
+    let lookups = rule.matches.iter().filter_map(|m| match m {
+        Match::Lookup {
+            set: SetRef::Named(name),
+            ..
+        } => Some(name.as_str()),
+        _ => None,
+    });
+    let updates = rule.statements.iter().filter_map(|s| match s {
+        Statement::UpdateSet { set, .. } => Some(set.as_str()),
+        _ => None,
+    });
+    let vmaps = rule.action.iter().filter_map(|a| match a {
+        Action::Vmap { map, .. } => Some(map.as_str()),
+        _ => None,
+    });
+    lookups.chain(updates).chain(vmaps)
+}
+
+/// A set's definition without its elements: a change here means delete and re-create.
+fn same_definition(a: &Set, b: &Set) -> bool {
+    a.key == b.key && a.interval == b.interval && a.timeout == b.timeout && a.comment == b.comment
+}
+
+/// `recreated` collects sets deleted and re-created in this plan: the kernel refuses to delete a
+/// set that rules still use, so chains using them are rewritten too.
+fn diff_sets(
+    steps: &mut Steps,
+    family: Family,
+    old: &[Set],
+    new: &[Set],
+    recreated: &mut BTreeSet<String>,
+) {
+    let old_by_name: BTreeMap<&str, &Set> = old.iter().map(|s| (s.name.as_str(), s)).collect();
+    let new_names: BTreeSet<&str> = new.iter().map(|s| s.name.as_str()).collect();
+    for set in old.iter().filter(|s| !new_names.contains(s.name.as_str())) {
+        steps
+            .object_deletes
+            .push(Operation::DeleteSet(family, set.name.clone()));
+    }
+    for set in new {
+        match old_by_name.get(set.name.as_str()) {
+            Some(before) if same_definition(before, set) => {
+                // Dynamic sets (timeouts) are filled by the dataplane: never touch their elements.
+                if set.timeout.is_some() {
+                    continue;
+                }
+                let (gone, added) = element_diff(&before.elements, &set.elements);
+                if !gone.is_empty() {
+                    steps.element_deletes.push(Operation::DeleteElements(
+                        family,
+                        set.name.clone(),
+                        gone,
+                    ));
+                }
+                if !added.is_empty() {
+                    steps.element_adds.push(Operation::AddSetElements(
+                        family,
+                        set.name.clone(),
+                        added,
+                    ));
+                }
+            }
+            Some(_) => {
+                recreated.insert(set.name.clone());
+                steps
+                    .object_deletes
+                    .push(Operation::DeleteSet(family, set.name.clone()));
+                steps
+                    .adds
+                    .push(Operation::Add(family, Object::Set(set.clone())));
+            }
+            None => steps
+                .adds
+                .push(Operation::Add(family, Object::Set(set.clone()))),
+        }
+    }
+}
+
+fn element_diff(old: &[Vec<Value>], new: &[Vec<Value>]) -> (Vec<Vec<Value>>, Vec<Vec<Value>>) {
+    let old_set: BTreeSet<&Vec<Value>> = old.iter().collect();
+    let new_set: BTreeSet<&Vec<Value>> = new.iter().collect();
+    let gone = old
+        .iter()
+        .filter(|e| !new_set.contains(e))
+        .cloned()
+        .collect();
+    let added = new
+        .iter()
+        .filter(|e| !old_set.contains(e))
+        .cloned()
+        .collect();
+    (gone, added)
+}
+
+fn diff_maps(
+    steps: &mut Steps,
+    family: Family,
+    old: &[Map],
+    new: &[Map],
+    recreated: &mut BTreeSet<String>,
+) {
+    let old_by_name: BTreeMap<&str, &Map> = old.iter().map(|m| (m.name.as_str(), m)).collect();
+    let new_names: BTreeSet<&str> = new.iter().map(|m| m.name.as_str()).collect();
+    for map in old.iter().filter(|m| !new_names.contains(m.name.as_str())) {
+        steps
+            .object_deletes
+            .push(Operation::DeleteSet(family, map.name.clone()));
+    }
+    for map in new {
+        let Some(before) = old_by_name.get(map.name.as_str()) else {
+            steps
+                .adds
+                .push(Operation::Add(family, Object::Map(map.clone())));
+            continue;
+        };
+        if before.key != map.key || before.comment != map.comment {
+            recreated.insert(map.name.clone());
+            steps
+                .object_deletes
+                .push(Operation::DeleteSet(family, map.name.clone()));
+            steps
+                .adds
+                .push(Operation::Add(family, Object::Map(map.clone())));
+            continue;
+        }
+        let old_elements: BTreeMap<&Vec<Value>, &VerdictElement> =
+            before.elements.iter().map(|e| (&e.key, e)).collect();
+        let new_elements: BTreeMap<&Vec<Value>, &VerdictElement> =
+            map.elements.iter().map(|e| (&e.key, e)).collect();
+        // A changed verdict is a delete and an add of the same key, in one transaction.
+        let gone: Vec<Vec<Value>> = before
+            .elements
+            .iter()
+            .filter(|e| {
+                new_elements
+                    .get(&e.key)
+                    .is_none_or(|n| n.verdict != e.verdict)
+            })
+            .map(|e| e.key.clone())
+            .collect();
+        let added: Vec<VerdictElement> = map
+            .elements
+            .iter()
+            .filter(|e| {
+                old_elements
+                    .get(&e.key)
+                    .is_none_or(|o| o.verdict != e.verdict)
+            })
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            steps
+                .element_deletes
+                .push(Operation::DeleteElements(family, map.name.clone(), gone));
+        }
+        if !added.is_empty() {
+            steps
+                .element_adds
+                .push(Operation::AddMapElements(family, map.name.clone(), added));
+        }
+    }
+}
+
+fn diff_chains(
+    steps: &mut Steps,
+    family: Family,
+    old: &[Chain],
+    new: &[Chain],
+    recreated: &BTreeSet<String>,
+) {
+    let old_by_name: BTreeMap<&str, &Chain> = old.iter().map(|c| (c.name.as_str(), c)).collect();
+    let new_names: BTreeSet<&str> = new.iter().map(|c| c.name.as_str()).collect();
+    for chain in old.iter().filter(|c| !new_names.contains(c.name.as_str())) {
+        steps
+            .flushes
+            .push(Operation::FlushChain(family, chain.name.clone()));
+        steps.stale_chains.push((family, chain.name.clone()));
+    }
+    for chain in new {
+        let add_rules = |steps: &mut Steps| {
+            for rule in &chain.rules {
+                steps
+                    .rules
+                    .push(Operation::AddRule(family, chain.name.clone(), rule.clone()));
+            }
+        };
+        match old_by_name.get(chain.name.as_str()) {
+            Some(before) if before.hook == chain.hook && before.comment == chain.comment => {
+                let uses_recreated = || {
+                    before
+                        .rules
+                        .iter()
+                        .flat_map(referenced_sets)
+                        .any(|set| recreated.contains(set))
+                };
+                if before.rules != chain.rules || uses_recreated() {
+                    steps
+                        .flushes
+                        .push(Operation::FlushChain(family, chain.name.clone()));
+                    add_rules(steps);
+                }
+            }
+            Some(_) => {
+                // A changed hook or comment: re-create the chain in this transaction.
+                steps
+                    .flushes
+                    .push(Operation::FlushChain(family, chain.name.clone()));
+                steps
+                    .object_deletes
+                    .push(Operation::DeleteChain(family, chain.name.clone()));
+                steps.chain_adds.push(Operation::Add(
+                    family,
+                    Object::Chain(Chain {
+                        rules: vec![],
+                        ..chain.clone()
+                    }),
+                ));
+                add_rules(steps);
+            }
+            None => {
+                steps.chain_adds.push(Operation::Add(
+                    family,
+                    Object::Chain(Chain {
+                        rules: vec![],
+                        ..chain.clone()
+                    }),
+                ));
+                add_rules(steps);
+            }
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    /// The plan as an `nft -f` script (one transaction when loaded with `nft -f`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for operation in &self.operations {
+            writeln!(f, "{operation}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let table = |family: &Family| format!("{} {TABLE_NAME}", nft::family(*family));
+        let mut out: String;
+        match self {
+            Operation::AddTable(family) => out = format!("add table {}", table(family)),
+            Operation::FlushChain(family, chain) => {
+                out = format!("flush chain {} {chain}", table(family))
+            }
+            Operation::DeleteChain(family, chain) => {
+                out = format!("delete chain {} {chain}", table(family))
+            }
+            Operation::DeleteSet(family, set) => {
+                out = format!("delete set {} {set}", table(family))
+            }
+            Operation::DeleteElements(family, set, keys) => {
+                out = format!("delete element {} {set} {{ ", table(family));
+                join(&mut out, keys, |out, key| nft::values(out, key))?;
+                out.push_str(" }");
+            }
+            Operation::AddSetElements(family, set, keys) => {
+                out = format!("add element {} {set} {{ ", table(family));
+                join(&mut out, keys, |out, key| nft::values(out, key))?;
+                out.push_str(" }");
+            }
+            Operation::AddMapElements(family, map, elements) => {
+                out = format!("add element {} {map} {{ ", table(family));
+                join(&mut out, elements, |out, element| {
+                    nft::values(out, &element.key)?;
+                    out.push_str(" : ");
+                    nft::verdict(out, &element.verdict);
+                    Ok(())
+                })?;
+                out.push_str(" }");
+            }
+            Operation::Add(family, object) => {
+                out = format!("table {} {{\n", table(family));
+                match object {
+                    Object::Set(set) => nft::set(&mut out, set)?,
+                    Object::Map(map) => nft::map(&mut out, map)?,
+                    Object::Chain(chain) => nft::chain(&mut out, *family, chain)?,
+                }
+                out.push('}');
+            }
+            Operation::AddRule(family, chain, rule) => {
+                out = format!("add rule {} {chain} ", table(family));
+                nft::rule(&mut out, *family, rule)?;
+            }
+        }
+        f.write_str(&out)
+    }
+}
+
+fn join<T>(
+    out: &mut String,
+    items: &[T],
+    mut write: impl FnMut(&mut String, &T) -> fmt::Result,
+) -> fmt::Result {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write(out, item)?;
+    }
+    Ok(())
+}
