@@ -1,7 +1,9 @@
 //! Golden tests: `kproxy dry-run` on every case under `testdata/golden` and `testdata/errors`,
 //! and every golden ruleset loaded into a real kernel inside a throwaway network namespace.
 
-use crate::support::{self, golden, netns::NetNs};
+use kproxy_testkit::NetNs;
+
+use crate::support::{self, golden};
 
 #[test]
 fn rulesets_match_their_golden_files() {
@@ -62,7 +64,7 @@ fn bad_input_fails_with_one_line_per_problem() {
 
 #[test]
 fn golden_rulesets_load_into_the_kernel() {
-    if support::netns::skipped() {
+    if kproxy_testkit::kernel_tests_skipped() {
         return;
     }
     let ns = NetNs::new("golden");

@@ -4,7 +4,7 @@
 //! the result with a fresh load of the desired ruleset in another: after every step the two
 //! must list the same ruleset.
 
-mod netns;
+mod listing;
 
 use std::net::IpAddr;
 
@@ -192,11 +192,11 @@ fn steps() -> Vec<(&'static str, ProxyState)> {
 
 #[test]
 fn incremental_plans_converge_to_a_fresh_load_in_the_kernel() {
-    if netns::skipped() {
+    if kproxy_testkit::kernel_tests_skipped() {
         return;
     }
-    let incremental = netns::NetNs::new("plan-incr");
-    let fresh = netns::NetNs::new("plan-fresh");
+    let incremental = kproxy_testkit::NetNs::new("plan-incr");
+    let fresh = kproxy_testkit::NetNs::new("plan-fresh");
     let mut applied: Option<Ruleset> = None;
     let mut stale = Vec::new();
     for (step, state) in steps() {
@@ -211,8 +211,8 @@ fn incremental_plans_converge_to_a_fresh_load_in_the_kernel() {
         fresh
             .load(&kproxy_compiler::render::nft::ruleset(&desired))
             .unwrap_or_else(|e| panic!("{step}: loading the full ruleset failed: {e}"));
-        let got = netns::normalized_ruleset(&incremental, &stale);
-        let want = netns::normalized_ruleset(&fresh, &[]);
+        let got = listing::normalized_ruleset(&incremental, &stale);
+        let want = listing::normalized_ruleset(&fresh, &[]);
         assert!(got == want, "{step}: the kernel differs from a fresh load\n--- incremental\n{got}\n--- fresh\n{want}");
         applied = Some(desired);
     }

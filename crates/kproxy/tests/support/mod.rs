@@ -1,7 +1,6 @@
 //! Helpers shared by the integration tests.
 
 pub mod golden;
-pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,9 +1,15 @@
-//! Throwaway network namespaces, so tests never touch the host's rules or interfaces.
+//! Helpers for kproxy's kernel tests, shared by every crate that programs rules.
 //!
-//! Each namespace has a unique name and is deleted when the guard drops, including when the
-//! test panics.
+//! # Brief overview
+//!
+//! [`NetNs`] is a network namespace owned by one test: uniquely named, deleted when dropped
+//! (also when the test panics), so tests never touch the host's rules or interfaces.
+//! [`kernel_tests_skipped`] lets an unprivileged developer skip kernel tests explicitly.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
-use std::process::{Command, Output};
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -14,7 +20,7 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    /// Creates a namespace, or explains why kernel tests cannot run here.
+    /// Creates a namespace, or panics explaining why kernel tests cannot run here.
     pub fn new(purpose: &str) -> NetNs {
         require_root();
         let name = format!(
@@ -42,6 +48,28 @@ impl NetNs {
             .output()
             .unwrap_or_else(|e| panic!("running {program} in {}: {e}", self.name))
     }
+
+    /// Loads an nft script given as text (one transaction); the error is nft's message.
+    pub fn load(&self, script: &str) -> Result<(), String> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(script.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
 }
 
 impl Drop for NetNs {
@@ -52,8 +80,7 @@ impl Drop for NetNs {
     }
 }
 
-/// Kernel tests need root (CI runs as root). `KPROXY_SKIP_KERNEL_TESTS=1` skips them
-/// explicitly, with a message, for unprivileged local runs.
+/// Kernel tests need root (CI runs as root); otherwise they fail with this message.
 fn require_root() {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -70,8 +97,8 @@ fn require_root() {
     );
 }
 
-/// True when the caller asked to skip kernel tests.
-pub fn skipped() -> bool {
+/// True when `KPROXY_SKIP_KERNEL_TESTS=1` asks to skip kernel tests (says so on stderr).
+pub fn kernel_tests_skipped() -> bool {
     let skip = std::env::var_os("KPROXY_SKIP_KERNEL_TESTS").is_some_and(|v| v == "1");
     if skip {
         eprintln!("KPROXY_SKIP_KERNEL_TESTS=1: skipping a kernel test");
