@@ -12,7 +12,7 @@ use std::fmt;
 
 use kproxy_compiler::ir::{
     Action, Chain, Family, Map, Match, Rule, Ruleset, Set, SetRef, Statement, Table, Value,
-    VerdictElement, TABLE_NAME,
+    Verdict, VerdictElement, TABLE_NAME,
 };
 use kproxy_compiler::render::nft;
 
@@ -163,8 +163,8 @@ impl Steps {
 fn diff_table(steps: &mut Steps, old: &Table, new: &Table) {
     let family = new.family;
     let mut recreated = BTreeSet::new();
-    diff_sets(steps, family, &old.sets, &new.sets, &mut recreated);
-    diff_maps(steps, family, &old.maps, &new.maps, &mut recreated);
+    diff_containers(steps, family, &old.sets, &new.sets, &mut recreated);
+    diff_containers(steps, family, &old.maps, &new.maps, &mut recreated);
     diff_chains(steps, family, &old.chains, &new.chains, &recreated);
 }
 
@@ -188,147 +188,146 @@ fn referenced_sets(rule: &Rule) -> impl Iterator<Item = &str> {
     lookups.chain(updates).chain(vmaps)
 }
 
-/// A set's definition without its elements: a change here means delete and re-create.
-fn same_definition(a: &Set, b: &Set) -> bool {
-    a.key == b.key && a.interval == b.interval && a.timeout == b.timeout && a.comment == b.comment
+/// What named sets and verdict maps share when diffed: a definition that can only change by
+/// deleting and re-creating the object, and elements that change in place.
+trait Container: Clone {
+    fn name(&self) -> &str;
+    /// Same definition (everything but the elements).
+    fn same_definition(&self, other: &Self) -> bool;
+    fn to_object(&self) -> Object;
+    /// Element deletions and additions from `before` to `self`.
+    fn diff_elements(&self, before: &Self, family: Family, steps: &mut Steps);
 }
 
-/// `recreated` collects sets deleted and re-created in this plan: the kernel refuses to delete a
-/// set that rules still use, so chains using them are rewritten too.
-fn diff_sets(
-    steps: &mut Steps,
-    family: Family,
-    old: &[Set],
-    new: &[Set],
-    recreated: &mut BTreeSet<String>,
-) {
-    let old_by_name: BTreeMap<&str, &Set> = old.iter().map(|s| (s.name.as_str(), s)).collect();
-    let new_names: BTreeSet<&str> = new.iter().map(|s| s.name.as_str()).collect();
-    for set in old.iter().filter(|s| !new_names.contains(s.name.as_str())) {
-        steps
-            .object_deletes
-            .push(Operation::DeleteSet(family, set.name.clone()));
+impl Container for Set {
+    fn name(&self) -> &str {
+        &self.name
     }
-    for set in new {
-        match old_by_name.get(set.name.as_str()) {
-            Some(before) if same_definition(before, set) => {
-                // Dynamic sets (timeouts) are filled by the dataplane: never touch their elements.
-                if set.timeout.is_some() {
-                    continue;
-                }
-                let (gone, added) = element_diff(&before.elements, &set.elements);
-                if !gone.is_empty() {
-                    steps.element_deletes.push(Operation::DeleteElements(
-                        family,
-                        set.name.clone(),
-                        gone,
-                    ));
-                }
-                if !added.is_empty() {
-                    steps.element_adds.push(Operation::AddSetElements(
-                        family,
-                        set.name.clone(),
-                        added,
-                    ));
-                }
-            }
-            Some(_) => {
-                recreated.insert(set.name.clone());
-                steps
-                    .object_deletes
-                    .push(Operation::DeleteSet(family, set.name.clone()));
-                steps
-                    .adds
-                    .push(Operation::Add(family, Object::Set(set.clone())));
-            }
-            None => steps
-                .adds
-                .push(Operation::Add(family, Object::Set(set.clone()))),
+
+    fn same_definition(&self, other: &Self) -> bool {
+        self.key == other.key
+            && self.interval == other.interval
+            && self.timeout == other.timeout
+            && self.comment == other.comment
+    }
+
+    fn to_object(&self) -> Object {
+        Object::Set(self.clone())
+    }
+
+    fn diff_elements(&self, before: &Self, family: Family, steps: &mut Steps) {
+        // Dynamic sets (timeouts) are filled by the dataplane: never touch their elements.
+        if self.timeout.is_some() {
+            return;
         }
-    }
-}
-
-fn element_diff(old: &[Vec<Value>], new: &[Vec<Value>]) -> (Vec<Vec<Value>>, Vec<Vec<Value>>) {
-    let old_set: BTreeSet<&Vec<Value>> = old.iter().collect();
-    let new_set: BTreeSet<&Vec<Value>> = new.iter().collect();
-    let gone = old
-        .iter()
-        .filter(|e| !new_set.contains(e))
-        .cloned()
-        .collect();
-    let added = new
-        .iter()
-        .filter(|e| !old_set.contains(e))
-        .cloned()
-        .collect();
-    (gone, added)
-}
-
-fn diff_maps(
-    steps: &mut Steps,
-    family: Family,
-    old: &[Map],
-    new: &[Map],
-    recreated: &mut BTreeSet<String>,
-) {
-    let old_by_name: BTreeMap<&str, &Map> = old.iter().map(|m| (m.name.as_str(), m)).collect();
-    let new_names: BTreeSet<&str> = new.iter().map(|m| m.name.as_str()).collect();
-    for map in old.iter().filter(|m| !new_names.contains(m.name.as_str())) {
-        steps
-            .object_deletes
-            .push(Operation::DeleteSet(family, map.name.clone()));
-    }
-    for map in new {
-        let Some(before) = old_by_name.get(map.name.as_str()) else {
-            steps
-                .adds
-                .push(Operation::Add(family, Object::Map(map.clone())));
-            continue;
-        };
-        if before.key != map.key || before.comment != map.comment {
-            recreated.insert(map.name.clone());
-            steps
-                .object_deletes
-                .push(Operation::DeleteSet(family, map.name.clone()));
-            steps
-                .adds
-                .push(Operation::Add(family, Object::Map(map.clone())));
-            continue;
-        }
-        let old_elements: BTreeMap<&Vec<Value>, &VerdictElement> =
-            before.elements.iter().map(|e| (&e.key, e)).collect();
-        let new_elements: BTreeMap<&Vec<Value>, &VerdictElement> =
-            map.elements.iter().map(|e| (&e.key, e)).collect();
-        // A changed verdict is a delete and an add of the same key, in one transaction.
+        let old: BTreeSet<&Vec<Value>> = before.elements.iter().collect();
+        let new: BTreeSet<&Vec<Value>> = self.elements.iter().collect();
         let gone: Vec<Vec<Value>> = before
             .elements
             .iter()
-            .filter(|e| {
-                new_elements
-                    .get(&e.key)
-                    .is_none_or(|n| n.verdict != e.verdict)
-            })
-            .map(|e| e.key.clone())
+            .filter(|e| !new.contains(e))
+            .cloned()
             .collect();
-        let added: Vec<VerdictElement> = map
+        let added: Vec<Vec<Value>> = self
             .elements
             .iter()
-            .filter(|e| {
-                old_elements
-                    .get(&e.key)
-                    .is_none_or(|o| o.verdict != e.verdict)
-            })
+            .filter(|e| !old.contains(e))
             .cloned()
             .collect();
         if !gone.is_empty() {
             steps
                 .element_deletes
-                .push(Operation::DeleteElements(family, map.name.clone(), gone));
+                .push(Operation::DeleteElements(family, self.name.clone(), gone));
         }
         if !added.is_empty() {
             steps
                 .element_adds
-                .push(Operation::AddMapElements(family, map.name.clone(), added));
+                .push(Operation::AddSetElements(family, self.name.clone(), added));
+        }
+    }
+}
+
+impl Container for Map {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn same_definition(&self, other: &Self) -> bool {
+        self.key == other.key && self.comment == other.comment
+    }
+
+    fn to_object(&self) -> Object {
+        Object::Map(self.clone())
+    }
+
+    fn diff_elements(&self, before: &Self, family: Family, steps: &mut Steps) {
+        let old: BTreeMap<&Vec<Value>, &Verdict> = before
+            .elements
+            .iter()
+            .map(|e| (&e.key, &e.verdict))
+            .collect();
+        let new: BTreeMap<&Vec<Value>, &Verdict> =
+            self.elements.iter().map(|e| (&e.key, &e.verdict)).collect();
+        // A changed verdict is a delete and an add of the same key, in one transaction.
+        let gone: Vec<Vec<Value>> = before
+            .elements
+            .iter()
+            .filter(|e| new.get(&e.key) != Some(&&e.verdict))
+            .map(|e| e.key.clone())
+            .collect();
+        let added: Vec<VerdictElement> = self
+            .elements
+            .iter()
+            .filter(|e| old.get(&e.key) != Some(&&e.verdict))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            steps
+                .element_deletes
+                .push(Operation::DeleteElements(family, self.name.clone(), gone));
+        }
+        if !added.is_empty() {
+            steps
+                .element_adds
+                .push(Operation::AddMapElements(family, self.name.clone(), added));
+        }
+    }
+}
+
+/// Diffs the sets (or the maps) of a table. `recreated` collects those deleted and re-created in
+/// this plan: the kernel refuses to delete a set that rules still use, so chains using them are
+/// rewritten too.
+fn diff_containers<T: Container>(
+    steps: &mut Steps,
+    family: Family,
+    old: &[T],
+    new: &[T],
+    recreated: &mut BTreeSet<String>,
+) {
+    let old_by_name: BTreeMap<&str, &T> = old.iter().map(|c| (c.name(), c)).collect();
+    let new_names: BTreeSet<&str> = new.iter().map(|c| c.name()).collect();
+    for gone in old.iter().filter(|c| !new_names.contains(c.name())) {
+        steps
+            .object_deletes
+            .push(Operation::DeleteSet(family, gone.name().to_string()));
+    }
+    for container in new {
+        match old_by_name.get(container.name()) {
+            Some(before) if before.same_definition(container) => {
+                container.diff_elements(before, family, steps);
+            }
+            Some(_) => {
+                recreated.insert(container.name().to_string());
+                steps
+                    .object_deletes
+                    .push(Operation::DeleteSet(family, container.name().to_string()));
+                steps
+                    .adds
+                    .push(Operation::Add(family, container.to_object()));
+            }
+            None => steps
+                .adds
+                .push(Operation::Add(family, container.to_object())),
         }
     }
 }
