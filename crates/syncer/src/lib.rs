@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod conntrack;
 mod plan;
 
 pub use plan::{plan, Object, Operation, Plan};
