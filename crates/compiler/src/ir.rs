@@ -14,7 +14,7 @@ use serde::Serialize;
 pub const TABLE_NAME: &str = "kproxy";
 
 /// A complete ruleset: one table per IP family in use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Ruleset {
     /// Tables, IPv4 first.
     pub tables: Vec<Table>,

@@ -21,20 +21,33 @@ pub enum Command {
     /// Print the ruleset kproxy would program for the given manifests, without touching the
     /// kernel. Reads what `kubectl get svc,endpointslices,nodes -A -o yaml` prints.
     DryRun(DryRunArgs),
+    /// Compile the manifests and program this network namespace's kernel once, over netlink,
+    /// in one atomic transaction. Running it again with changed input sends only the
+    /// difference.
+    Apply(InputArgs),
+    /// Remove every table kproxy created (both IP families).
+    Cleanup,
 }
 
 /// Flags of `kproxy dry-run`.
 #[derive(Debug, Args)]
 pub struct DryRunArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output format: `text` is `nft -f` input; `json` is the typed ruleset IR.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// Where the Services come from and how to compile them: shared by `dry-run` and `apply`.
+#[derive(Debug, Args)]
+pub struct InputArgs {
     /// Manifest file, directory (its *.yaml, *.yml and *.json files) or `-` for stdin.
     /// Repeatable.
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub proxy: ProxyFlags,
-    /// Output format: `text` is `nft -f` input; `json` is the typed ruleset IR.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
     /// Compile the valid objects even when others are invalid (still exits non-zero).
     #[arg(long)]
     pub keep_going: bool,

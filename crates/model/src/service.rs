@@ -29,6 +29,15 @@ impl Protocol {
             Protocol::Sctp => "sctp",
         }
     }
+
+    /// The IANA protocol number, as the kernel matches it (`meta l4proto`).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
 }
 
 impl fmt::Display for Protocol {

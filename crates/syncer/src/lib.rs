@@ -14,9 +14,11 @@
 //!
 //! [`Display`]: std::fmt::Display
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
-pub mod conntrack;
+pub mod netlink;
 mod plan;
+mod sync;
 
 pub use plan::{plan, Object, Operation, Plan};
+pub use sync::{cleanup, SyncError, SyncReport, Syncer};

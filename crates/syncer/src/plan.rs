@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use kproxy_compiler::ir::{
-    Action, Chain, Family, Map, Match, Rule, Ruleset, Set, SetRef, Statement, Table, Value,
-    Verdict, VerdictElement, TABLE_NAME,
+    Action, BaseHook, Chain, Family, Map, Match, Rule, Ruleset, Set, SetRef, Statement, Table,
+    Value, Verdict, VerdictElement, TABLE_NAME,
 };
 use kproxy_compiler::render::nft;
 
@@ -32,6 +32,8 @@ pub enum Object {
 pub enum Operation {
     /// Create the table.
     AddTable(Family),
+    /// Delete the table and everything in it (a family kproxy no longer programs).
+    DeleteTable(Family),
     /// Remove every rule of a chain.
     FlushChain(Family, String),
     /// Remove elements (keys only) from a set or map.
@@ -95,25 +97,17 @@ pub fn plan(current: Option<&Ruleset>, desired: &Ruleset, stale: &[(Family, Stri
     for old in current_tables {
         match desired.tables.iter().find(|t| t.family == old.family) {
             Some(_) => {}
-            None => {
-                let empty = Table {
-                    chains: vec![],
-                    sets: vec![],
-                    maps: vec![],
-                    ..old.clone()
-                };
-                diff_table(&mut steps, old, &empty);
-            }
+            None => steps.table_deletes.push(Operation::DeleteTable(old.family)),
         }
     }
     stale_chains.append(&mut steps.stale_chains);
     for (family, chain) in stale {
-        let still_gone = desired
-            .tables
-            .iter()
-            .find(|t| t.family == *family)
-            .is_none_or(|t| !t.chains.iter().any(|c| &c.name == chain));
-        if still_gone {
+        let Some(table) = desired.tables.iter().find(|t| t.family == *family) else {
+            // The whole table is gone (or going) with its chains.
+            continue;
+        };
+        let table_existed = current_tables.iter().any(|t| t.family == *family);
+        if table_existed && !table.chains.iter().any(|c| &c.name == chain) {
             steps
                 .chain_deletes
                 .push(Operation::DeleteChain(*family, chain.clone()));
@@ -138,6 +132,7 @@ struct Steps {
     element_adds: Vec<Operation>,
     rules: Vec<Operation>,
     chain_deletes: Vec<Operation>,
+    table_deletes: Vec<Operation>,
     stale_chains: Vec<(Family, String)>,
 }
 
@@ -153,6 +148,7 @@ impl Steps {
             self.element_adds,
             self.rules,
             self.chain_deletes,
+            self.table_deletes,
         ]
         .into_iter()
         .flatten()
@@ -356,7 +352,9 @@ fn diff_chains(
             }
         };
         match old_by_name.get(chain.name.as_str()) {
-            Some(before) if before.hook == chain.hook && before.comment == chain.comment => {
+            Some(before)
+                if same_hook(before.hook, chain.hook) && before.comment == chain.comment =>
+            {
                 let uses_recreated = || {
                     before
                         .rules
@@ -402,6 +400,16 @@ fn diff_chains(
     }
 }
 
+/// Hooks compare by what the kernel sees: `dstnat - 10` and `-110` are the same priority.
+fn same_hook(a: Option<BaseHook>, b: Option<BaseHook>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a.kind == b.kind && a.hook == b.hook && a.priority.value() == b.priority.value()
+        }
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
 impl fmt::Display for Plan {
     /// The plan as an `nft -f` script (one transaction when loaded with `nft -f`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -418,6 +426,7 @@ impl fmt::Display for Operation {
         let mut out: String;
         match self {
             Operation::AddTable(family) => out = format!("add table {}", table(family)),
+            Operation::DeleteTable(family) => out = format!("delete table {}", table(family)),
             Operation::FlushChain(family, chain) => {
                 out = format!("flush chain {} {chain}", table(family))
             }

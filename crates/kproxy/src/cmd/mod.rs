@@ -1,5 +1,8 @@
 //! One module per subcommand.
 
+mod apply;
+mod cleanup;
+mod compile;
 mod config;
 mod dry_run;
 
@@ -11,5 +14,7 @@ use crate::cli::Command;
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::DryRun(args) => dry_run::run(&args),
+        Command::Apply(args) => apply::run(&args),
+        Command::Cleanup => cleanup::run(),
     }
 }

@@ -1,0 +1,839 @@
+//! Lowering: plan operations in IR terms → nf_tables messages in kernel terms.
+//!
+//! Every choice here mirrors what `nft` 1.0.6 sends for the text the renderer prints
+//! (`nft --debug=netlink -f` shows it), so a ruleset programmed over netlink lists exactly like
+//! the same ruleset loaded with `nft -f`. The round-trip test holds this file to that.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use kproxy_compiler::ir::{
+    Action, Chain, ChainType, CmpOp, DataType, Dnat, Expr, Family, Hook, Map, Match, Rule, Ruleset,
+    Set, SetRef, Statement, Value, Verdict, VerdictElement,
+};
+
+use super::wire::{
+    Addressed, ChainSpec, CtKey, Element, ElementData, Expression, Message, MetaKey, PayloadBase,
+    Register, SetHandle, SetSpec, VerdictCode,
+};
+use crate::plan::{Object, Operation, Plan};
+
+/// The most attribute bytes put in one element message (the kernel's limit is 64 KiB).
+const ELEMENT_MESSAGE_BUDGET: usize = 32 * 1024;
+
+// nf_tables set flags (`NFT_SET_*`).
+const SET_ANONYMOUS: u32 = 0x1;
+const SET_CONSTANT: u32 = 0x2;
+const SET_INTERVAL: u32 = 0x4;
+const SET_MAP: u32 = 0x8;
+const SET_TIMEOUT: u32 = 0x10;
+const SET_EVAL: u32 = 0x20;
+const SET_CONCAT: u32 = 0x80;
+// Other kernel constants the `libc` crate does not export.
+const RTN_LOCAL: u32 = 2;
+const CT_STATE_NEW: u32 = 1 << 3;
+const CT_STATUS_DST_NAT: u32 = 1 << 5;
+const ICMP_PORT_UNREACH: u8 = 3;
+const ICMPV6_PORT_UNREACH: u8 = 4;
+const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+const BYTEORDER_HOST: u32 = 1;
+const BYTEORDER_BIG: u32 = 2;
+const UDATA_SET_KEYBYTEORDER: u8 = 0;
+const UDATA_SET_COMMENT: u8 = 7;
+const UDATA_COMMENT: u8 = 0;
+
+/// Whether a named set holds intervals, per family and name: element encoding depends on it.
+#[derive(Default)]
+pub struct SetShapes(HashMap<(Family, String), bool>);
+
+impl SetShapes {
+    /// Indexes the sets of the rulesets involved in a plan.
+    pub fn of<'a>(rulesets: impl IntoIterator<Item = &'a Ruleset>) -> SetShapes {
+        let mut shapes = HashMap::new();
+        for ruleset in rulesets {
+            for table in &ruleset.tables {
+                for set in &table.sets {
+                    shapes.insert((table.family, set.name.clone()), set.interval);
+                }
+            }
+        }
+        SetShapes(shapes)
+    }
+
+    fn interval(&self, family: Family, set: &str) -> bool {
+        self.0
+            .get(&(family, set.to_string()))
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+/// Lowers a plan to messages, in order. Anonymous sets get batch-local ids from 1.
+pub fn plan(plan: &Plan, shapes: &SetShapes) -> Vec<Addressed> {
+    let mut out = Lowering {
+        messages: Vec::with_capacity(plan.operations.len() * 2),
+        next_set_id: 1,
+        origin: 0,
+        family: Family::Ip,
+    };
+    for (origin, operation) in plan.operations.iter().enumerate() {
+        out.origin = origin;
+        out.operation(operation, shapes);
+    }
+    out.messages
+}
+
+struct Lowering {
+    messages: Vec<Addressed>,
+    next_set_id: u32,
+    origin: usize,
+    family: Family,
+}
+
+impl Lowering {
+    fn push(&mut self, message: Message) {
+        self.messages.push(Addressed {
+            family: self.family,
+            message,
+            origin: self.origin,
+        });
+    }
+
+    fn operation(&mut self, operation: &Operation, shapes: &SetShapes) {
+        match operation {
+            Operation::AddTable(family) => {
+                self.family = *family;
+                self.push(Message::NewTable);
+            }
+            Operation::DeleteTable(family) => {
+                self.family = *family;
+                self.push(Message::DelTable);
+            }
+            Operation::FlushChain(family, chain) => {
+                self.family = *family;
+                self.push(Message::FlushChain(chain.clone()));
+            }
+            Operation::DeleteChain(family, chain) => {
+                self.family = *family;
+                self.push(Message::DelChain(chain.clone()));
+            }
+            Operation::DeleteSet(family, set) => {
+                self.family = *family;
+                self.push(Message::DelSet(set.clone()));
+            }
+            Operation::DeleteElements(family, set, keys) => {
+                self.family = *family;
+                let interval = shapes.interval(*family, set);
+                let elements = keys
+                    .iter()
+                    .flat_map(|key| key_elements(key, interval, ElementData::None))
+                    .collect();
+                self.push_elements(SetHandle::Named(set.clone()), elements, true);
+            }
+            Operation::AddSetElements(family, set, keys) => {
+                self.family = *family;
+                let interval = shapes.interval(*family, set);
+                let elements = keys
+                    .iter()
+                    .flat_map(|key| key_elements(key, interval, ElementData::None))
+                    .collect();
+                self.push_elements(SetHandle::Named(set.clone()), elements, false);
+            }
+            Operation::AddMapElements(family, map, elements) => {
+                self.family = *family;
+                let elements = elements.iter().map(verdict_element).collect();
+                self.push_elements(SetHandle::Named(map.clone()), elements, false);
+            }
+            Operation::Add(family, Object::Set(set)) => {
+                self.family = *family;
+                self.named_set(set);
+            }
+            Operation::Add(family, Object::Map(map)) => {
+                self.family = *family;
+                self.named_map(map);
+            }
+            Operation::Add(family, Object::Chain(chain)) => {
+                self.family = *family;
+                self.push(Message::NewChain(chain_spec(chain)));
+            }
+            Operation::AddRule(family, chain, rule) => {
+                self.family = *family;
+                self.rule(chain, rule);
+            }
+        }
+    }
+
+    /// Element messages, split so none exceeds the kernel's attribute size limit.
+    fn push_elements(&mut self, set: SetHandle, elements: Vec<Element>, delete: bool) {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for element in elements {
+            let size = element_size(&element);
+            if bytes + size > ELEMENT_MESSAGE_BUDGET && !chunk.is_empty() {
+                self.push_chunk(&set, std::mem::take(&mut chunk), delete);
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push(element);
+        }
+        if !chunk.is_empty() {
+            self.push_chunk(&set, chunk, delete);
+        }
+    }
+
+    fn push_chunk(&mut self, set: &SetHandle, chunk: Vec<Element>, delete: bool) {
+        if delete {
+            self.push(Message::DelElements(set.name().to_string(), chunk));
+        } else {
+            self.push(Message::NewElements(set.clone(), chunk));
+        }
+    }
+
+    fn named_set(&mut self, set: &Set) {
+        let mut flags = 0;
+        if set.interval {
+            flags |= SET_INTERVAL;
+            if set.key.len() > 1 {
+                flags |= SET_CONCAT;
+            }
+        }
+        if set.timeout.is_some() {
+            flags |= SET_TIMEOUT | SET_EVAL;
+        }
+        let handle = SetHandle::Named(set.name.clone());
+        let id = self.take_set_id();
+        // The kernel wants field lengths for concatenated intervals, and refuses them elsewhere.
+        let concat = if flags & SET_CONCAT != 0 {
+            set.key.iter().map(|t| type_len(*t) as u8).collect()
+        } else {
+            Vec::new()
+        };
+        self.push(Message::NewSet(SetSpec {
+            id,
+            flags,
+            concat,
+            timeout_ms: set.timeout.map(|s| u64::from(s) * 1000),
+            ..key_spec(handle.clone(), &set.key, set.comment.as_deref())
+        }));
+        let mut elements = Vec::with_capacity(set.elements.len() * 2);
+        if set.interval && set.key.len() == 1 {
+            elements.extend(leading_interval_end(&set.elements));
+        }
+        for key in &set.elements {
+            elements.extend(key_elements(key, set.interval, ElementData::None));
+        }
+        self.push_elements(handle, elements, false);
+    }
+
+    fn named_map(&mut self, map: &Map) {
+        let handle = SetHandle::Named(map.name.clone());
+        let id = self.take_set_id();
+        self.push(Message::NewSet(SetSpec {
+            id,
+            flags: SET_MAP,
+            data: Some((NFT_DATA_VERDICT, 0)),
+            ..key_spec(handle.clone(), &map.key, map.comment.as_deref())
+        }));
+        let elements = map.elements.iter().map(verdict_element).collect();
+        self.push_elements(handle, elements, false);
+    }
+
+    fn take_set_id(&mut self) -> u32 {
+        let id = self.next_set_id;
+        self.next_set_id += 1;
+        id
+    }
+
+    fn anonymous(&mut self, template: &'static str) -> SetHandle {
+        let id = self.take_set_id();
+        SetHandle::Anonymous { template, id }
+    }
+
+    fn rule(&mut self, chain: &str, rule: &Rule) {
+        let mut expressions = Vec::new();
+        for m in &rule.matches {
+            self.matcher(&mut expressions, m);
+        }
+        for statement in &rule.statements {
+            self.statement(&mut expressions, statement);
+        }
+        if let Some(action) = &rule.action {
+            self.action(&mut expressions, action);
+        }
+        self.push(Message::NewRule {
+            chain: chain.to_string(),
+            expressions,
+            userdata: comment_udata(UDATA_COMMENT, rule.comment.as_deref()),
+        });
+    }
+
+    fn matcher(&mut self, out: &mut Vec<Expression>, m: &Match) {
+        let family = self.family;
+        match m {
+            Match::Cmp { left, op, right } => {
+                let not_equal = *op == CmpOp::Ne;
+                match right {
+                    Value::Prefix(net) => prefix_match(out, family, *left, net, not_equal),
+                    Value::CtNew => flag_match(out, family, *left, CT_STATE_NEW, not_equal),
+                    Value::CtDnat => flag_match(out, family, *left, CT_STATUS_DST_NAT, not_equal),
+                    value => {
+                        load(out, family, *left, Register::FIRST);
+                        out.push(Expression::Cmp {
+                            sreg: Register::FIRST,
+                            not_equal,
+                            data: cmp_bytes(value),
+                        });
+                    }
+                }
+            }
+            Match::Masked { left, mask, value } => {
+                load(out, family, *left, Register::FIRST);
+                out.push(Expression::Bitwise {
+                    sreg: Register::FIRST,
+                    dreg: Register::FIRST,
+                    mask: mask.to_ne_bytes().to_vec(),
+                    xor: vec![0; 4],
+                });
+                out.push(Expression::Cmp {
+                    sreg: Register::FIRST,
+                    not_equal: false,
+                    data: value.to_ne_bytes().to_vec(),
+                });
+            }
+            Match::Lookup { key, set, negate } => {
+                load_key(out, family, key);
+                let set = match set {
+                    SetRef::Named(name) => SetHandle::Named(name.clone()),
+                    SetRef::Prefixes(prefixes) => self.prefix_set(prefixes),
+                };
+                out.push(Expression::Lookup {
+                    sreg: Register::FIRST,
+                    dreg: None,
+                    set,
+                    invert: *negate,
+                });
+            }
+        }
+    }
+
+    /// An anonymous constant interval set of networks, sent before the rule that uses it.
+    fn prefix_set(&mut self, prefixes: &[IpNet]) -> SetHandle {
+        let handle = self.anonymous("__set%d");
+        let values: Vec<Vec<Value>> = prefixes.iter().map(|p| vec![Value::Prefix(*p)]).collect();
+        let mut elements: Vec<Element> = leading_interval_end(&values).into_iter().collect();
+        for key in &values {
+            elements.extend(key_elements(key, true, ElementData::None));
+        }
+        let key = [match self.family {
+            Family::Ip => DataType::Ipv4Addr,
+            Family::Ip6 => DataType::Ipv6Addr,
+        }];
+        self.push(Message::NewSet(SetSpec {
+            id: handle.id().unwrap_or_default(),
+            flags: SET_ANONYMOUS | SET_CONSTANT | SET_INTERVAL,
+            size: Some(elements.len() as u32),
+            ..key_spec(handle.clone(), &key, None)
+        }));
+        self.push_elements(handle.clone(), elements, false);
+        handle
+    }
+
+    fn statement(&mut self, out: &mut Vec<Expression>, statement: &Statement) {
+        match statement {
+            Statement::MarkOr(bits) => mark_set(out, !bits, *bits),
+            Statement::MarkXor(bits) => mark_set(out, u32::MAX, *bits),
+            Statement::UpdateSet { set, key } => {
+                load(out, self.family, *key, Register::FIRST);
+                out.push(Expression::DynsetUpdate {
+                    sreg: Register::FIRST,
+                    set: set.clone(),
+                });
+            }
+        }
+    }
+
+    fn action(&mut self, out: &mut Vec<Expression>, action: &Action) {
+        let family = self.family;
+        match action {
+            Action::Verdict(verdict) => out.push(Expression::Verdict(verdict_code(verdict))),
+            Action::Vmap { key, map } => {
+                load_key(out, family, key);
+                out.push(Expression::Lookup {
+                    sreg: Register::FIRST,
+                    dreg: Some(Register::VERDICT),
+                    set: SetHandle::Named(map.clone()),
+                    invert: false,
+                });
+            }
+            Action::Dnat(Dnat::To(target)) => {
+                out.push(Expression::Immediate {
+                    dreg: Register::FIRST,
+                    data: addr_bytes(target.ip()),
+                });
+                out.push(Expression::Immediate {
+                    dreg: Register::after(4),
+                    data: target.port().to_be_bytes().to_vec(),
+                });
+                out.push(Expression::Dnat {
+                    family,
+                    addr: Register::FIRST,
+                    port: Register::after(4),
+                    proto_specified: true,
+                });
+            }
+            Action::Dnat(Dnat::Random(targets)) => self.random_dnat(out, targets),
+            Action::Masquerade { fully_random } => out.push(Expression::Masquerade {
+                fully_random: *fully_random,
+            }),
+            Action::Reject => out.push(Expression::Reject {
+                icmp_code: match family {
+                    Family::Ip => ICMP_PORT_UNREACH,
+                    Family::Ip6 => ICMPV6_PORT_UNREACH,
+                },
+            }),
+        }
+    }
+
+    /// `dnat to numgen random mod N map { i : addr . port }`: the map is anonymous, owned by
+    /// the rule, and sent just before it.
+    fn random_dnat(&mut self, out: &mut Vec<Expression>, targets: &[SocketAddr]) {
+        let handle = self.anonymous("__map%d");
+        let (addr_type, addr_len) = match self.family {
+            Family::Ip => (DataType::Ipv4Addr, 4),
+            Family::Ip6 => (DataType::Ipv6Addr, 16),
+        };
+        let elements: Vec<Element> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, target)| {
+                let mut data = addr_bytes(target.ip());
+                data.extend(padded(&target.port().to_be_bytes()));
+                Element {
+                    key: (i as u32).to_ne_bytes().to_vec(),
+                    key_end: None,
+                    interval_end: false,
+                    data: ElementData::Value(data),
+                }
+            })
+            .collect();
+        self.push(Message::NewSet(SetSpec {
+            id: handle.id().unwrap_or_default(),
+            flags: SET_ANONYMOUS | SET_CONSTANT | SET_MAP,
+            data: Some((type_id(&[addr_type, DataType::InetService]), addr_len + 4)),
+            size: Some(elements.len() as u32),
+            ..key_spec(handle.clone(), &[DataType::Integer], None)
+        }));
+        self.push_elements(handle.clone(), elements, false);
+        out.push(Expression::Numgen {
+            modulus: targets.len() as u32,
+            dreg: Register::FIRST,
+        });
+        out.push(Expression::Lookup {
+            sreg: Register::FIRST,
+            dreg: Some(Register::FIRST),
+            set: handle,
+            invert: false,
+        });
+        out.push(Expression::Dnat {
+            family: self.family,
+            addr: Register::FIRST,
+            port: Register::after(addr_len / 4),
+            proto_specified: false,
+        });
+    }
+}
+
+/// The definition shared by every set: key type, lengths, userdata.
+fn key_spec(handle: SetHandle, key: &[DataType], comment: Option<&str>) -> SetSpec {
+    // nft records no byte order for concatenations.
+    let byteorder = match key {
+        [DataType::Integer] => BYTEORDER_HOST,
+        [_] => BYTEORDER_BIG,
+        _ => 0,
+    };
+    let mut userdata = vec![UDATA_SET_KEYBYTEORDER, 4];
+    userdata.extend(byteorder.to_ne_bytes());
+    userdata.extend(comment_udata(UDATA_SET_COMMENT, comment));
+    SetSpec {
+        id: handle.id().unwrap_or_default(),
+        handle,
+        flags: 0,
+        key_type: type_id(key),
+        key_len: key.iter().map(|t| padded_len(type_len(*t))).sum(),
+        concat: Vec::new(),
+        data: None,
+        timeout_ms: None,
+        size: None,
+        userdata,
+    }
+}
+
+fn chain_spec(chain: &Chain) -> ChainSpec {
+    ChainSpec {
+        name: chain.name.clone(),
+        hook: chain.hook.map(|hook| {
+            let number = match hook.hook {
+                Hook::Prerouting => libc::NF_INET_PRE_ROUTING,
+                Hook::Input => libc::NF_INET_LOCAL_IN,
+                Hook::Forward => libc::NF_INET_FORWARD,
+                Hook::Output => libc::NF_INET_LOCAL_OUT,
+                Hook::Postrouting => libc::NF_INET_POST_ROUTING,
+            };
+            let kind = match hook.kind {
+                ChainType::Filter => "filter",
+                ChainType::Nat => "nat",
+            };
+            (number as u32, hook.priority.value(), kind)
+        }),
+        userdata: comment_udata(UDATA_COMMENT, chain.comment.as_deref()),
+    }
+}
+
+/// nft's comment TLV: type, length including the NUL, the text, NUL.
+fn comment_udata(kind: u8, comment: Option<&str>) -> Vec<u8> {
+    let Some(text) = comment else {
+        return Vec::new();
+    };
+    // The compiler keeps comments within nft's 128-byte limit, so the length fits a byte.
+    let len = u8::try_from(text.len() + 1).unwrap_or(u8::MAX);
+    let mut out = Vec::with_capacity(text.len() + 3);
+    out.push(kind);
+    out.push(len);
+    out.extend_from_slice(&text.as_bytes()[..usize::from(len) - 1]);
+    out.push(0);
+    out
+}
+
+/// nft's datatype id; a concatenation shifts each field's id in by 6 bits.
+fn type_id(key: &[DataType]) -> u32 {
+    key.iter().fold(0, |id, t| {
+        let one = match t {
+            DataType::Integer => 4,
+            DataType::Ipv4Addr => 7,
+            DataType::Ipv6Addr => 8,
+            DataType::InetProto => 12,
+            DataType::InetService => 13,
+        };
+        (id << 6) | one
+    })
+}
+
+fn type_len(t: DataType) -> u32 {
+    match t {
+        DataType::Ipv4Addr | DataType::Integer => 4,
+        DataType::Ipv6Addr => 16,
+        DataType::InetProto => 1,
+        DataType::InetService => 2,
+    }
+}
+
+fn padded_len(len: u32) -> u32 {
+    len.div_ceil(4) * 4
+}
+
+fn padded(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out.resize(padded_len(bytes.len() as u32) as usize, 0);
+    out
+}
+
+fn addr_bytes(addr: IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+/// A constant as a comparison operand: exactly as wide as the loaded field.
+fn cmp_bytes(value: &Value) -> Vec<u8> {
+    match value {
+        Value::Addr(addr) => addr_bytes(*addr),
+        Value::Prefix(net) => addr_bytes(net.network()),
+        Value::Proto(proto) => vec![proto.number()],
+        Value::Port(port) => port.to_be_bytes().to_vec(),
+        Value::Integer(n) => n.to_ne_bytes().to_vec(),
+        Value::CtNew => CT_STATE_NEW.to_ne_bytes().to_vec(),
+        Value::CtDnat => CT_STATUS_DST_NAT.to_ne_bytes().to_vec(),
+        Value::Local => RTN_LOCAL.to_ne_bytes().to_vec(),
+    }
+}
+
+/// A constant as a set key field: register layout, padded to 4 bytes.
+fn key_bytes(value: &Value) -> Vec<u8> {
+    padded(&cmp_bytes(value))
+}
+
+/// The last address of a network.
+fn last_bytes(net: &IpNet) -> Vec<u8> {
+    addr_bytes(net.broadcast())
+}
+
+/// The address after a network, or `None` when it ends the address space.
+fn after_bytes(net: &IpNet) -> Option<Vec<u8>> {
+    match net.broadcast() {
+        IpAddr::V4(v4) => u32::from(v4)
+            .checked_add(1)
+            .map(|n| n.to_be_bytes().to_vec()),
+        IpAddr::V6(v6) => u128::from(v6)
+            .checked_add(1)
+            .map(|n| n.to_be_bytes().to_vec()),
+    }
+}
+
+fn as_net(value: &Value) -> Option<IpNet> {
+    match value {
+        Value::Prefix(net) => Some(*net),
+        Value::Addr(addr) => Some(IpNet::from(*addr)),
+        _ => None,
+    }
+}
+
+/// nft starts a single-field interval set with an interval end at address zero when the
+/// first range does not start there.
+fn leading_interval_end(keys: &[Vec<Value>]) -> Option<Element> {
+    let first = keys
+        .iter()
+        .filter_map(|k| k.first().and_then(as_net))
+        .min()?;
+    let zero = vec![0; addr_bytes(first.network()).len()];
+    let start = addr_bytes(first.network());
+    (start != zero).then_some(Element {
+        key: zero,
+        key_end: None,
+        interval_end: true,
+        data: ElementData::None,
+    })
+}
+
+/// The element(s) for one key: a plain key; for single-field interval sets a start and an
+/// interval end after the range; for concatenated interval sets a key and an inclusive end.
+fn key_elements(key: &[Value], interval: bool, data: ElementData) -> Vec<Element> {
+    let start: Vec<u8> = key.iter().flat_map(key_bytes).collect();
+    if !interval {
+        return vec![Element {
+            key: start,
+            key_end: None,
+            interval_end: false,
+            data,
+        }];
+    }
+    if let [single] = key {
+        let Some(net) = as_net(single) else {
+            return vec![Element {
+                key: start,
+                key_end: None,
+                interval_end: false,
+                data,
+            }];
+        };
+        let mut out = vec![Element {
+            key: addr_bytes(net.network()),
+            key_end: None,
+            interval_end: false,
+            data,
+        }];
+        if let Some(end) = after_bytes(&net) {
+            out.push(Element {
+                key: end,
+                key_end: None,
+                interval_end: true,
+                data: ElementData::None,
+            });
+        }
+        return out;
+    }
+    let mut end = Vec::with_capacity(start.len());
+    for value in key {
+        match value {
+            Value::Prefix(net) => end.extend(last_bytes(net)),
+            other => end.extend(key_bytes(other)),
+        }
+    }
+    let start = key
+        .iter()
+        .flat_map(|value| match value {
+            Value::Prefix(net) => addr_bytes(net.network()),
+            other => key_bytes(other),
+        })
+        .collect();
+    vec![Element {
+        key: start,
+        key_end: Some(end),
+        interval_end: false,
+        data,
+    }]
+}
+
+fn verdict_element(element: &VerdictElement) -> Element {
+    Element {
+        key: element.key.iter().flat_map(key_bytes).collect(),
+        key_end: None,
+        interval_end: false,
+        data: ElementData::Verdict(verdict_code(&element.verdict)),
+    }
+}
+
+fn verdict_code(verdict: &Verdict) -> VerdictCode {
+    match verdict {
+        Verdict::Accept => VerdictCode::Accept,
+        Verdict::Drop => VerdictCode::Drop,
+        Verdict::Return => VerdictCode::Return,
+        Verdict::Jump(chain) => VerdictCode::Jump(chain.clone()),
+        Verdict::Goto(chain) => VerdictCode::Goto(chain.clone()),
+    }
+}
+
+fn element_size(element: &Element) -> usize {
+    let data = match &element.data {
+        ElementData::None => 0,
+        ElementData::Verdict(VerdictCode::Jump(c) | VerdictCode::Goto(c)) => c.len() + 32,
+        ElementData::Verdict(_) => 24,
+        ElementData::Value(v) => v.len() + 8,
+    };
+    element.key.len() + element.key_end.as_ref().map_or(0, Vec::len) + data + 48
+}
+
+/// Where a payload field lives, for the table's family.
+fn payload_field(family: Family, expr: Expr) -> Option<(PayloadBase, u32, u32)> {
+    let (src, dst, len) = match family {
+        Family::Ip => (12, 16, 4),
+        Family::Ip6 => (8, 24, 16),
+    };
+    match expr {
+        Expr::SourceAddr => Some((PayloadBase::Network, src, len)),
+        Expr::DestAddr => Some((PayloadBase::Network, dst, len)),
+        Expr::DestPort => Some((PayloadBase::Transport, 2, 2)),
+        _ => None,
+    }
+}
+
+/// Bytes an expression loads.
+fn width(family: Family, expr: Expr) -> u32 {
+    match expr {
+        Expr::L4Proto => 1,
+        Expr::Mark
+        | Expr::CtState
+        | Expr::CtStatus
+        | Expr::SourceAddrType
+        | Expr::DestAddrType
+        | Expr::Numgen { .. } => 4,
+        payload => payload_field(family, payload).map_or(4, |(_, _, len)| len),
+    }
+}
+
+fn load(out: &mut Vec<Expression>, family: Family, expr: Expr, dreg: Register) {
+    out.push(match expr {
+        Expr::L4Proto => Expression::Meta {
+            key: MetaKey::L4Proto,
+            dreg,
+        },
+        Expr::Mark => Expression::Meta {
+            key: MetaKey::Mark,
+            dreg,
+        },
+        Expr::CtState => Expression::Ct {
+            key: CtKey::State,
+            dreg,
+        },
+        Expr::CtStatus => Expression::Ct {
+            key: CtKey::Status,
+            dreg,
+        },
+        Expr::SourceAddrType => Expression::FibAddrType { source: true, dreg },
+        Expr::DestAddrType => Expression::FibAddrType {
+            source: false,
+            dreg,
+        },
+        Expr::Numgen { modulus } => Expression::Numgen { modulus, dreg },
+        Expr::SourceAddr | Expr::DestAddr | Expr::DestPort => {
+            let (base, offset, len) =
+                payload_field(family, expr).expect("payload expressions have a field");
+            Expression::Payload {
+                base,
+                offset,
+                len,
+                dreg,
+            }
+        }
+    });
+}
+
+/// Loads a (concatenated) key into consecutive registers from the first one.
+fn load_key(out: &mut Vec<Expression>, family: Family, key: &[Expr]) {
+    let mut words = 0;
+    for expr in key {
+        load(out, family, *expr, Register::after(words));
+        words += padded_len(width(family, *expr)) / 4;
+    }
+}
+
+/// `addr [!=] prefix`, as nft encodes it: a shorter load when the prefix ends on a byte,
+/// otherwise a mask.
+fn prefix_match(out: &mut Vec<Expression>, family: Family, left: Expr, net: &IpNet, ne: bool) {
+    let network = addr_bytes(net.network());
+    let bits = u32::from(net.prefix_len());
+    match payload_field(family, left) {
+        Some((base, offset, _)) if bits % 8 == 0 => {
+            out.push(Expression::Payload {
+                base,
+                offset,
+                len: bits / 8,
+                dreg: Register::FIRST,
+            });
+            out.push(Expression::Cmp {
+                sreg: Register::FIRST,
+                not_equal: ne,
+                data: network[..(bits / 8) as usize].to_vec(),
+            });
+        }
+        _ => {
+            load(out, family, left, Register::FIRST);
+            out.push(Expression::Bitwise {
+                sreg: Register::FIRST,
+                dreg: Register::FIRST,
+                mask: addr_bytes(net.netmask()),
+                xor: vec![0; network.len()],
+            });
+            out.push(Expression::Cmp {
+                sreg: Register::FIRST,
+                not_equal: ne,
+                data: network,
+            });
+        }
+    }
+}
+
+/// `ct state new` and friends: a bit test.
+fn flag_match(out: &mut Vec<Expression>, family: Family, left: Expr, bit: u32, ne: bool) {
+    load(out, family, left, Register::FIRST);
+    out.push(Expression::Bitwise {
+        sreg: Register::FIRST,
+        dreg: Register::FIRST,
+        mask: bit.to_ne_bytes().to_vec(),
+        xor: vec![0; 4],
+    });
+    out.push(Expression::Cmp {
+        sreg: Register::FIRST,
+        not_equal: !ne,
+        data: vec![0; 4],
+    });
+}
+
+/// `meta mark set (meta mark & and) ^ xor`.
+fn mark_set(out: &mut Vec<Expression>, and: u32, xor: u32) {
+    out.push(Expression::Meta {
+        key: MetaKey::Mark,
+        dreg: Register::FIRST,
+    });
+    out.push(Expression::Bitwise {
+        sreg: Register::FIRST,
+        dreg: Register::FIRST,
+        mask: and.to_ne_bytes().to_vec(),
+        xor: xor.to_ne_bytes().to_vec(),
+    });
+    out.push(Expression::MetaSet {
+        key: MetaKey::Mark,
+        sreg: Register::FIRST,
+    });
+}

@@ -1,0 +1,233 @@
+//! Sends a [`Plan`] to the kernel as one nf_tables transaction.
+//!
+//! A plan is lowered to kernel messages ([`lower`]), written into one libnftnl batch
+//! ([`ffi`], the only `unsafe` code) and sent with a single `sendmsg` on a fresh netlink
+//! socket. The kernel applies the batch whole or not at all. Only the last message asks for an
+//! acknowledgement, so a large transaction produces one reply, not one per message; the kernel
+//! reports every failing message regardless, and its sequence number leads back to the plan
+//! operation that failed.
+
+#[allow(unsafe_code)]
+mod dump;
+#[allow(unsafe_code)]
+mod ffi;
+mod lower;
+mod raise;
+mod wire;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+pub use lower::SetShapes;
+
+use crate::plan::Plan;
+
+/// How long to wait for the kernel's answer. Large transactions take the kernel well under a
+/// second per 100k objects on a small machine; this only guards against a lost reply.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a successful transaction sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Netlink messages in the batch, excluding BEGIN and END.
+    pub messages: usize,
+    /// Bytes sent.
+    pub bytes: usize,
+}
+
+/// Why a transaction was not applied. In every case the kernel's ruleset is unchanged: the
+/// batch is atomic.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The netlink socket could not be opened or configured.
+    #[error("opening a netlink socket to nf_tables: {0}")]
+    Socket(#[source] io::Error),
+    /// The batch could not be sent.
+    #[error("sending the nf_tables transaction ({bytes} bytes): {source}")]
+    Send {
+        /// Batch size.
+        bytes: usize,
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel's answer could not be read.
+    #[error("reading the kernel's answer to the nf_tables transaction: {0}")]
+    Receive(#[source] io::Error),
+    /// The kernel refused an operation, and with it the whole transaction.
+    #[error("the kernel rejected `{operation}`: {source}")]
+    Rejected {
+        /// The failing operation, as an nft command (shortened).
+        operation: String,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel failed the commit itself.
+    #[error("the kernel failed to commit the transaction: {0}")]
+    Commit(#[source] io::Error),
+}
+
+/// Applies `plan` in one transaction. `shapes` describes the sets the plan touches (see
+/// [`SetShapes::of`]).
+pub fn apply(plan: &Plan, shapes: &SetShapes) -> Result<Applied, ApplyError> {
+    let messages = lower::plan(plan, shapes);
+    if messages.is_empty() {
+        return Ok(Applied {
+            messages: 0,
+            bytes: 0,
+        });
+    }
+    let first_seq = 1;
+    let mut batch = ffi::Batch::new(first_seq);
+    let mut origins = Vec::with_capacity(messages.len());
+    let mut last_seq = first_seq;
+    for (i, message) in messages.iter().enumerate() {
+        let last = i + 1 == messages.len();
+        last_seq = batch.push(message.family, &message.message, last);
+        origins.push(message.origin);
+    }
+    let batch = batch.finish();
+
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(ApplyError::Socket)?;
+    ffi::set_buffer(&socket, libc::SO_RCVBUFFORCE, 4 * 1024 * 1024).map_err(ApplyError::Socket)?;
+    ffi::set_receive_timeout(&socket, Duration::from_millis(500)).map_err(ApplyError::Socket)?;
+    let bytes = batch
+        .send(&socket)
+        .map_err(|source| ApplyError::Send { bytes: 0, source })?;
+
+    let describe = |seq: u32| -> Option<String> {
+        let index = seq.checked_sub(first_seq + 1)? as usize;
+        let origin = *origins.get(index)?;
+        let operation = plan.operations.get(origin)?;
+        Some(shorten(&operation.to_string()))
+    };
+    match read_answer(&socket, last_seq)? {
+        None => Ok(Applied {
+            messages: messages.len(),
+            bytes,
+        }),
+        Some((seq, errno)) => {
+            let source = io::Error::from_raw_os_error(errno);
+            Err(match describe(seq) {
+                Some(operation) => ApplyError::Rejected { operation, source },
+                None => ApplyError::Commit(source),
+            })
+        }
+    }
+}
+
+/// Reads acknowledgements until the one for `last_seq`. Returns the first error the kernel
+/// reported (its sequence number and errno), or `None` when the transaction was committed.
+fn read_answer(socket: &mnl::Socket, last_seq: u32) -> Result<Option<(u32, i32)>, ApplyError> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut first_error = None;
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    loop {
+        let len = match socket.recv_raw(&mut buffer) {
+            Ok(len) => len,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // After an error the kernel may send nothing more.
+                if first_error.is_some() {
+                    return Ok(first_error);
+                }
+                if Instant::now() > deadline {
+                    return Err(ApplyError::Receive(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no answer from the kernel",
+                    )));
+                }
+                continue;
+            }
+            Err(e) => return Err(ApplyError::Receive(e)),
+        };
+        for frame in frames(&buffer[..len]) {
+            if frame.kind != libc::NLMSG_ERROR as u16 {
+                continue;
+            }
+            let errno = frame.errno();
+            if errno != 0 && first_error.is_none() {
+                first_error = Some((frame.seq, errno));
+            }
+            if frame.seq == last_seq {
+                return Ok(first_error);
+            }
+        }
+    }
+}
+
+/// One netlink message of a receive buffer.
+struct Frame<'a> {
+    kind: u16,
+    seq: u32,
+    /// The whole message, header included.
+    bytes: &'a [u8],
+}
+
+impl Frame<'_> {
+    /// For `NLMSG_ERROR`: the positive errno, 0 for an acknowledgement.
+    fn errno(&self) -> i32 {
+        match self.bytes.get(16..20) {
+            Some(b) => -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            None => libc::EPROTO,
+        }
+    }
+}
+
+/// The messages in a receive buffer. Netlink headers are native-endian.
+fn frames(mut buffer: &[u8]) -> Vec<Frame<'_>> {
+    const HEADER: usize = 16;
+    let mut out = Vec::new();
+    while buffer.len() >= HEADER {
+        let len = u32::from_ne_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
+        if len < HEADER || len > buffer.len() {
+            break;
+        }
+        out.push(Frame {
+            kind: u16::from_ne_bytes([buffer[4], buffer[5]]),
+            seq: u32::from_ne_bytes([buffer[8], buffer[9], buffer[10], buffer[11]]),
+            bytes: &buffer[..len],
+        });
+        buffer = buffer.get(len.div_ceil(4) * 4..).unwrap_or(&[]);
+    }
+    out
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 300;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// kproxy's tables as the kernel holds them.
+#[derive(Debug, Default)]
+pub struct ReadBack {
+    /// The tables that could be read back into the IR.
+    pub ruleset: kproxy_compiler::ir::Ruleset,
+    /// Tables that hold something kproxy does not write, with the reason.
+    pub unreadable: Vec<(kproxy_compiler::ir::Family, raise::Undecodable)>,
+}
+
+pub use raise::Undecodable;
+
+/// Reads kproxy's tables (both families) back into the IR.
+pub fn read_tables() -> io::Result<ReadBack> {
+    use kproxy_compiler::ir::Family;
+    let mut out = ReadBack::default();
+    for family in [Family::Ip, Family::Ip6] {
+        let Some(dump) = dump::table(family)? else {
+            continue;
+        };
+        match raise::table(family, &dump) {
+            Ok(table) => out.ruleset.tables.push(table),
+            Err(reason) => out.unreadable.push((family, reason)),
+        }
+    }
+    Ok(out)
+}

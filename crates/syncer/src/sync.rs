@@ -1,0 +1,166 @@
+//! The syncer: a mirror of what kproxy programmed, and the transactions that keep the kernel
+//! equal to the desired ruleset.
+
+use std::time::{Duration, Instant};
+
+use kproxy_compiler::ir::{Family, Ruleset, Table};
+
+use crate::netlink::{self, Applied, ApplyError, SetShapes};
+use crate::plan::{plan, Operation, Plan};
+
+/// Keeps kproxy's tables equal to the desired ruleset, one transaction per sync.
+///
+/// The mirror is what the last successful transaction left in the kernel. After a failed
+/// transaction (or when the kernel was changed behind kproxy's back) the mirror is unknown,
+/// and the next sync reads the kernel again before planning: that full resync repairs drift.
+#[derive(Debug, Default)]
+pub struct Syncer {
+    /// What the kernel holds, if known.
+    mirror: Option<Ruleset>,
+    /// Families whose table exists but could not be read back: replaced whole next time.
+    unreadable: Vec<Family>,
+    /// Chains flushed by the last transaction, deleted by the next one.
+    stale: Vec<(Family, String)>,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncReport {
+    /// Plan operations sent.
+    pub operations: usize,
+    /// Netlink messages and bytes.
+    pub applied: Applied,
+    /// True when the kernel was read back first (startup, or after a failure).
+    pub full: bool,
+    /// Time spent reading the kernel back (zero for partial syncs).
+    pub read_back: Duration,
+}
+
+/// Why a sync failed. The kernel is unchanged; the next sync reads it back first.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Reading kproxy's tables back failed.
+    #[error("reading kproxy's tables from the kernel: {0}")]
+    Read(#[source] std::io::Error),
+    /// The transaction failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl Syncer {
+    /// Starts from the kernel's current state, adopting the tables an earlier kproxy left
+    /// (rules stay in force; the first sync sends only the difference).
+    pub fn adopt() -> Result<Syncer, SyncError> {
+        let mut syncer = Syncer::default();
+        syncer.read_back()?;
+        Ok(syncer)
+    }
+
+    /// What the syncer believes the kernel holds.
+    pub fn mirror(&self) -> Option<&Ruleset> {
+        self.mirror.as_ref()
+    }
+
+    fn read_back(&mut self) -> Result<Duration, SyncError> {
+        let start = Instant::now();
+        let read = netlink::read_tables().map_err(SyncError::Read)?;
+        self.unreadable = read.unreadable.iter().map(|(family, _)| *family).collect();
+        for (family, reason) in &read.unreadable {
+            tracing::warn!(?family, reason = %reason.0, "kproxy table holds rules kproxy did not write; it will be replaced whole");
+        }
+        // Chains that exist but are empty and unreferenced were flushed by an earlier
+        // transaction for deletion; delete them now.
+        self.stale = read
+            .ruleset
+            .tables
+            .iter()
+            .flat_map(|t| unreferenced_empty_chains(t).map(|c| (t.family, c)))
+            .collect();
+        self.mirror = Some(read.ruleset);
+        Ok(start.elapsed())
+    }
+
+    /// The plan the next [`sync`](Self::sync) would send, when the mirror is known.
+    pub fn plan(&self, desired: &Ruleset) -> Plan {
+        let mut plan = plan(self.mirror.as_ref(), desired, &self.stale);
+        if !self.unreadable.is_empty() {
+            // Replace unreadable tables whole, atomically: delete and re-create in one batch.
+            let mut operations: Vec<Operation> = Vec::new();
+            for family in &self.unreadable {
+                operations.push(Operation::DeleteTable(*family));
+            }
+            operations.append(&mut plan.operations);
+            plan.operations = operations;
+        }
+        plan
+    }
+
+    /// Makes the kernel equal `desired` in one transaction.
+    #[tracing::instrument(level = "info", skip_all, fields(tables = desired.tables.len()))]
+    pub fn sync(&mut self, desired: &Ruleset) -> Result<SyncReport, SyncError> {
+        let full = self.mirror.is_none();
+        let read_back = if full {
+            self.read_back()?
+        } else {
+            Duration::ZERO
+        };
+        let plan = self.plan(desired);
+        let shapes = SetShapes::of(self.mirror.iter().chain([desired]));
+        match netlink::apply(&plan, &shapes) {
+            Ok(applied) => {
+                tracing::info!(
+                    operations = plan.operations.len(),
+                    messages = applied.messages,
+                    bytes = applied.bytes,
+                    "synced"
+                );
+                self.mirror = Some(desired.clone());
+                self.unreadable.clear();
+                self.stale = plan.stale_chains;
+                Ok(SyncReport {
+                    operations: plan.operations.len(),
+                    applied,
+                    full,
+                    read_back,
+                })
+            }
+            Err(error) => {
+                self.mirror = None;
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// Chains with no rules that no rule or map element refers to.
+fn unreferenced_empty_chains(table: &Table) -> impl Iterator<Item = String> + '_ {
+    use kproxy_compiler::ir::{Action, Verdict};
+    let referenced = |name: &str| {
+        let in_rules = table.chains.iter().flat_map(|c| &c.rules).any(|r| {
+            matches!(&r.action, Some(Action::Verdict(Verdict::Jump(c) | Verdict::Goto(c))) if c == name)
+        });
+        let in_maps = table
+            .maps
+            .iter()
+            .flat_map(|m| &m.elements)
+            .any(|e| matches!(&e.verdict, Verdict::Jump(c) | Verdict::Goto(c) if c == name));
+        in_rules || in_maps
+    };
+    table
+        .chains
+        .iter()
+        .filter(move |c| c.hook.is_none() && c.rules.is_empty() && !referenced(&c.name))
+        .map(|c| c.name.clone())
+}
+
+/// Deletes kproxy's tables in both families, whether or not they exist, in one transaction.
+pub fn cleanup() -> Result<(), SyncError> {
+    let mut plan = Plan::default();
+    for family in [Family::Ip, Family::Ip6] {
+        // Adding first makes the delete valid when the table is absent.
+        plan.operations.push(Operation::AddTable(family));
+        plan.operations.push(Operation::DeleteTable(family));
+    }
+    netlink::apply(&plan, &SetShapes::default())?;
+    Ok(())
+}
