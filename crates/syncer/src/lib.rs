@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod conntrack;
 pub mod netlink;
 mod plan;
 mod sync;
