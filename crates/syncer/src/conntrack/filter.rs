@@ -41,10 +41,14 @@ impl StaleFilter {
         self.services.is_empty() && self.node_ports.is_empty()
     }
 
-    /// The families that have targets: only their conntrack tables need dumping.
-    pub fn families(&self) -> BTreeSet<IpFamily> {
-        let services = self.services.keys().map(|(_, a)| IpFamily::of(a.ip()));
-        let node_ports = self.node_ports.keys().map(|(_, f, _)| *f);
+    /// The (family, protocol) pairs that have targets: only their conntrack entries need
+    /// dumping.
+    pub fn dumps(&self) -> BTreeSet<(IpFamily, Protocol)> {
+        let services = self
+            .services
+            .keys()
+            .map(|(p, a)| (IpFamily::of(a.ip()), *p));
+        let node_ports = self.node_ports.keys().map(|(p, f, _)| (*f, *p));
         services.chain(node_ports).collect()
     }
 
@@ -194,6 +198,7 @@ mod tests {
         assert!(!f.is_stale(&flow(SCTP, "10.96.0.20:9000", "10.244.1.7:9000")));
         // A UDP flow to the same address and port belongs to no UDP target.
         assert!(!f.is_stale(&flow(UDP, "10.96.0.20:9000", "10.244.2.2:9000")));
+        assert_eq!(f.dumps(), BTreeSet::from([(IpFamily::V4, Protocol::Sctp)]));
     }
 
     #[test]
@@ -226,7 +231,7 @@ mod tests {
     fn family_mismatch_never_matches_a_service() {
         let f = StaleFilter::new(&[service(Protocol::Udp, "10.96.0.10:53", &[])]);
         assert!(!f.is_stale(&flow(UDP, "[::ffff:10.96.0.10]:53", "[fd00:244::9]:53")));
-        assert_eq!(f.families(), BTreeSet::from([IpFamily::V4]));
+        assert_eq!(f.dumps(), BTreeSet::from([(IpFamily::V4, Protocol::Udp)]));
     }
 
     #[test]
@@ -266,11 +271,11 @@ mod tests {
     fn no_targets_means_nothing_to_dump() {
         let f = StaleFilter::new(&[]);
         assert!(f.is_empty());
-        assert!(f.families().is_empty());
+        assert!(f.dumps().is_empty());
         assert!(!f.is_stale(&flow(UDP, "10.96.0.10:53", "10.244.1.5:53")));
         assert_eq!(
-            dns().families(),
-            BTreeSet::from([IpFamily::V4, IpFamily::V6])
+            dns().dumps(),
+            BTreeSet::from([(IpFamily::V4, Protocol::Udp), (IpFamily::V6, Protocol::Udp)])
         );
     }
 }

@@ -4,7 +4,7 @@
 use std::io;
 
 use super::message::{self, Reply};
-use super::{ConntrackError, Flow, IpFamily};
+use super::{ConntrackError, Flow, IpFamily, Protocol};
 
 /// Bytes per `recv`. The kernel sizes dump messages to the reader's buffer, up to 32 KiB; a
 /// larger buffer means a message is never truncated (libmnl reports truncation as `ENOSPC`).
@@ -94,15 +94,21 @@ impl Conntrack {
         Ok(true)
     }
 
-    /// Dumps the conntrack entries of `family` and hands every decodable one to `visit`.
-    /// Returns how many entries were seen and how many could not be decoded.
+    /// Dumps the conntrack entries of `family` (of `protocol` only, where the kernel can
+    /// filter) and hands every decodable one to `visit`. Returns how many entries were seen
+    /// and how many could not be decoded.
+    ///
+    /// A kernel that rejects the filter (`EINVAL`, `EOPNOTSUPP` before sending any entry) gets
+    /// an unfiltered dump instead.
     pub(super) fn dump(
         &mut self,
         family: IpFamily,
+        protocol: Option<Protocol>,
         mut visit: impl FnMut(Flow),
     ) -> Result<(usize, usize), ConntrackError> {
         let seq = self.next_seq();
-        self.send(&message::dump_request(family, seq), "dump")?;
+        let request = message::dump_request(family, protocol.map(Protocol::number), seq);
+        self.send(&request, "dump")?;
         let (mut seen, mut undecodable) = (0, 0);
         loop {
             let more = self.receive("dump", |reply_seq, reply| {
@@ -127,9 +133,21 @@ impl Conntrack {
                     }
                     Reply::Done { .. } | Reply::Ack { .. } | Reply::Other => Ok(true),
                 }
-            })?;
-            if !more {
-                return Ok((seen, undecodable));
+            });
+            match more {
+                Ok(true) => {}
+                Ok(false) => return Ok((seen, undecodable)),
+                Err(ConntrackError::Dump { source, .. })
+                    if protocol.is_some()
+                        && seen == 0
+                        && matches!(
+                            source.raw_os_error(),
+                            Some(libc::EINVAL | libc::EOPNOTSUPP)
+                        ) =>
+                {
+                    return self.dump(family, None, visit);
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -24,6 +24,10 @@ const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_ID: u16 = 12;
 const CTA_ZONE: u16 = 18;
+const CTA_FILTER: u16 = 25;
+const CTA_FILTER_ORIG_FLAGS: u16 = 1;
+/// `CTA_FILTER_F_CTA_PROTO_NUM` (nf_conntrack_netlink.c; libnetfilter_conntrack has a copy).
+const CTA_FILTER_F_CTA_PROTO_NUM: u32 = 1 << 3;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -125,11 +129,30 @@ impl Builder {
     }
 }
 
-/// `IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`: every conntrack entry of one family in the socket's
+/// `IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`: the conntrack entries of one family in the socket's
 /// network namespace (the kernel filters on `nfgen_family`).
-pub(super) fn dump_request(family: IpFamily, seq: u32) -> Vec<u8> {
+///
+/// With a protocol, the request also carries `CTA_FILTER` (original-direction flags: protocol
+/// number) and an original tuple holding only `CTA_PROTO_NUM`, so that kernels since 5.9 skip
+/// other protocols instead of sending a busy node's whole TCP table to userspace. Older kernels
+/// ignore both attributes and dump everything, so callers must still check the protocol.
+pub(super) fn dump_request(family: IpFamily, protocol: Option<u8>, seq: u32) -> Vec<u8> {
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    Builder::new(CT_GET, flags, seq, family).finish()
+    let mut b = Builder::new(CT_GET, flags, seq, family);
+    if let Some(protocol) = protocol {
+        b.begin(CTA_FILTER);
+        b.put(
+            CTA_FILTER_ORIG_FLAGS,
+            &CTA_FILTER_F_CTA_PROTO_NUM.to_ne_bytes(),
+        );
+        b.end();
+        b.begin(CTA_TUPLE_ORIG);
+        b.begin(CTA_TUPLE_PROTO);
+        b.put(CTA_PROTO_NUM, &[protocol]);
+        b.end();
+        b.end();
+    }
+    b.finish()
 }
 
 /// `IPCTNL_MSG_CT_DELETE` for one entry, acknowledged.
@@ -523,12 +546,28 @@ mod tests {
 
     #[test]
     fn dump_request_is_a_bare_get_with_the_family() {
-        let m = dump_request(IpFamily::V6, 3);
+        let m = dump_request(IpFamily::V6, None, 3);
         assert_eq!(m.len(), 20);
         assert_eq!(u16_ne(&m[4..6]), 0x0101);
         assert_eq!(u16_ne(&m[6..8]), 0x301); // NLM_F_REQUEST | NLM_F_DUMP
         assert_eq!(u32_ne(&m[8..12]), 3);
         assert_eq!(&m[16..20], &[10, 0, 0, 0]);
+    }
+
+    #[test]
+    fn dump_request_for_one_protocol_carries_a_kernel_filter() {
+        let m = dump_request(IpFamily::V4, Some(17), 3);
+        assert_eq!(m.len() as u32, u32_ne(&m[0..4]));
+        #[rustfmt::skip]
+        let expected: Vec<u8> = [
+            &12u16.to_ne_bytes()[..], &0x8019u16.to_ne_bytes(),       // CTA_FILTER, nested
+            &8u16.to_ne_bytes(), &1u16.to_ne_bytes(), &8u32.to_ne_bytes(), //  ORIG_FLAGS: PROTO_NUM
+            &16u16.to_ne_bytes(), &0x8001u16.to_ne_bytes(),           // CTA_TUPLE_ORIG, nested
+            &12u16.to_ne_bytes(), &0x8002u16.to_ne_bytes(),           //  CTA_TUPLE_PROTO, nested
+            &5u16.to_ne_bytes(), &1u16.to_ne_bytes(), &[17, 0, 0, 0], //   CTA_PROTO_NUM + pad
+        ]
+        .concat();
+        assert_eq!(&m[20..], &expected[..]);
     }
 
     #[test]

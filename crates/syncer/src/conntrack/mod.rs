@@ -20,8 +20,9 @@
 //!
 //! * [`ServiceTarget`] says what serves one Service destination now; [`StaleFilter`] is the
 //!   pure decision for one dumped [`Flow`], unit-tested without a kernel.
-//! * [`clear_stale_flows`] dumps the conntrack table of each family that has targets, in the
-//!   calling thread's network namespace, and deletes what the filter calls stale.
+//! * [`clear_stale_flows`] dumps the conntrack entries of each family and protocol that has
+//!   targets, in the calling thread's network namespace, and deletes what the filter calls
+//!   stale.
 //! * [`dump_flows`] and [`delete_flows`] are the two kernel operations on their own.
 //!
 //! `message.rs` encodes and decodes ctnetlink messages in safe Rust; `kernel.rs` moves them
@@ -182,7 +183,8 @@ impl fmt::Display for Flow {
 /// What one cleanup did, for logs and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cleared {
-    /// Entries dumped, all protocols, all dumped families.
+    /// Entries the kernel returned: those of the targets' protocols and families (kernels
+    /// before 5.9 cannot filter dumps and return every entry of the family, once per protocol).
     pub scanned: usize,
     /// Entries the dump returned that were not IPv4/IPv6 with both tuples (never deleted).
     pub undecodable: usize,
@@ -253,7 +255,8 @@ pub enum ConntrackError {
 }
 
 /// Deletes the UDP and SCTP conntrack entries that `targets` call stale (see [`StaleFilter`])
-/// in the calling thread's network namespace, dumping only the families that have targets.
+/// in the calling thread's network namespace, dumping only the families and protocols that
+/// have targets.
 ///
 /// Call it after each successful sync with every UDP/SCTP destination of the new state. With no
 /// targets it does nothing, not even open a socket.
@@ -265,9 +268,10 @@ pub fn clear_stale_flows(targets: &[ServiceTarget]) -> Result<Cleared, Conntrack
     }
     let mut conntrack = kernel::Conntrack::open()?;
     let mut stale = Vec::new();
-    for family in filter.families() {
-        let (seen, undecodable) = conntrack.dump(family, |flow| {
-            if filter.is_stale(&flow) {
+    for (family, protocol) in filter.dumps() {
+        let (seen, undecodable) = conntrack.dump(family, Some(protocol), |flow| {
+            // Kernels before 5.9 ignore the dump filter: each protocol's pass keeps its own.
+            if flow.protocol == protocol.number() && filter.is_stale(&flow) {
                 stale.push(flow);
             }
         })?;
@@ -285,7 +289,7 @@ pub fn clear_stale_flows(targets: &[ServiceTarget]) -> Result<Cleared, Conntrack
 /// protocols. For tests and debugging; cleanup filters while dumping instead of keeping them.
 pub fn dump_flows(family: IpFamily) -> Result<Vec<Flow>, ConntrackError> {
     let mut flows = Vec::new();
-    kernel::Conntrack::open()?.dump(family, |flow| flows.push(flow))?;
+    kernel::Conntrack::open()?.dump(family, None, |flow| flows.push(flow))?;
     Ok(flows)
 }
 
