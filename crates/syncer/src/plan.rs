@@ -108,6 +108,7 @@ pub fn plan(current: Option<&Ruleset>, desired: &Ruleset, stale: &[(Family, Stri
         };
         let table_existed = current_tables.iter().any(|t| t.family == *family);
         if table_existed && !table.chains.iter().any(|c| &c.name == chain) {
+            stale_chains.retain(|c| c != &(*family, chain.clone()));
             steps
                 .chain_deletes
                 .push(Operation::DeleteChain(*family, chain.clone()));
@@ -338,9 +339,11 @@ fn diff_chains(
     let old_by_name: BTreeMap<&str, &Chain> = old.iter().map(|c| (c.name.as_str(), c)).collect();
     let new_names: BTreeSet<&str> = new.iter().map(|c| c.name.as_str()).collect();
     for chain in old.iter().filter(|c| !new_names.contains(c.name.as_str())) {
-        steps
-            .flushes
-            .push(Operation::FlushChain(family, chain.name.clone()));
+        if !chain.rules.is_empty() {
+            steps
+                .flushes
+                .push(Operation::FlushChain(family, chain.name.clone()));
+        }
         steps.stale_chains.push((family, chain.name.clone()));
     }
     for chain in new {

@@ -56,6 +56,12 @@ impl Syncer {
         Ok(syncer)
     }
 
+    /// Forgets the mirror: the next sync reads the kernel back first and repairs whatever
+    /// was changed behind kproxy's back (a full resync).
+    pub fn resync(&mut self) {
+        self.mirror = None;
+    }
+
     /// What the syncer believes the kernel holds.
     pub fn mirror(&self) -> Option<&Ruleset> {
         self.mirror.as_ref()
