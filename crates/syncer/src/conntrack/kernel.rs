@@ -1,5 +1,6 @@
-//! The conntrack table over a netfilter netlink socket (`mnl`): one dump per family, then
-//! acknowledged deletes, sent in chunks so the acknowledgements never overflow the socket.
+//! The conntrack table over a netfilter netlink socket (`mnl`): one dump per family and
+//! protocol, then acknowledged deletes, sent in chunks so the acknowledgements never overflow
+//! the socket.
 
 use std::io;
 
