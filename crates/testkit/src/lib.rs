@@ -3,14 +3,27 @@
 //! # Brief overview
 //!
 //! [`NetNs`] is a network namespace owned by one test: uniquely named, deleted when dropped
-//! (also when the test panics), so tests never touch the host's rules or interfaces.
+//! (also when the test panics), so tests never touch the host's rules or interfaces. Code runs
+//! inside one on a thread of its own ([`NetNs::exec`], [`NetNs::spawn`]): `setns(2)` moves only
+//! that thread, so tests need no helper programs.
+//! [`topology`] builds a routed node with pods and external clients out of namespaces, and
+//! [`traffic`] serves and sends real TCP and UDP through it.
 //! [`kernel_tests_skipped`] lets an unprivileged developer skip kernel tests explicitly.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod listing;
+pub mod topology;
+pub mod traffic;
+
+use std::fs::File;
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use nix::sched::CloneFlags;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -38,6 +51,90 @@ impl NetNs {
             String::from_utf8_lossy(&out.stderr)
         );
         NetNs { name }
+    }
+
+    /// The namespace's name, as `ip netns list` shows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file that pins the namespace (`ip netns` convention).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Runs `ip -n <ns> -batch -` with one `ip` command per line (no `ip` prefix, no global
+    /// options; the family follows from the addresses). Panics with `ip`'s message on failure.
+    pub fn ip_batch(&self, commands: &str) {
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running `ip` (install iproute2)");
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(commands.as_bytes())
+            .expect("writing commands to `ip -batch`");
+        let out = child.wait_with_output().expect("waiting for `ip -batch`");
+        assert!(
+            out.status.success(),
+            "ip -n {} -batch failed: {}\ncommands:\n{commands}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `f` on a new thread that has entered the namespace and returns its result (a
+    /// panic in `f` is re-raised here). Sockets opened by `f` belong to the namespace.
+    pub fn exec<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> T {
+        let file = self.open();
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(move || {
+                enter(&file);
+                f()
+            });
+            match thread.join() {
+                Ok(value) => value,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// Starts `f` on a new thread inside the namespace; the thread keeps the namespace alive
+    /// until it ends, so whoever spawns it must make it end (see [`traffic::Server`]).
+    pub fn spawn<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
+        &self,
+        f: F,
+    ) -> JoinHandle<T> {
+        let file = self.open();
+        std::thread::Builder::new()
+            .name(format!("in-{}", self.name))
+            .spawn(move || {
+                enter(&file);
+                drop(file);
+                f()
+            })
+            .expect("spawning a thread")
+    }
+
+    /// Sets a sysctl of the namespace, e.g. `sysctl("net.ipv4.ip_forward", "1")`. `/proc/sys/net`
+    /// shows the namespace of the thread that opens it, so this needs no `sysctl` binary.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        self.exec(|| {
+            std::fs::write(&path, value).unwrap_or_else(|e| {
+                panic!("setting {key}={value} in {}: {e}", self.name);
+            });
+        });
+    }
+
+    fn open(&self) -> File {
+        File::open(self.path())
+            .unwrap_or_else(|e| panic!("opening {}: {e}", self.path().display()))
     }
 
     /// Runs a command inside the namespace.
@@ -78,6 +175,12 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Moves the calling thread (only it) into the namespace pinned by `file`.
+fn enter(file: &File) {
+    nix::sched::setns(file, CloneFlags::CLONE_NEWNET)
+        .unwrap_or_else(|e| panic!("setns into a test namespace: {e}"));
 }
 
 /// Kernel tests need root (CI runs as root); otherwise they fail with this message.

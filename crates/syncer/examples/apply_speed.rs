@@ -1,0 +1,104 @@
+//! How long programming the kernel takes: cold apply over netlink beside `nft -f` of the same
+//! ruleset (the kernel's own floor), and one endpoint change, at several cluster sizes.
+//!
+//! Runs as root in throwaway network namespaces: `cargo run --release -p kproxy-syncer
+//! --example apply_speed -- 1000 10000 50000`. Prints a Markdown table for
+//! docs/benchmarks.md.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use kproxy_compiler::{compile, Options};
+use kproxy_model::{Endpoint, ProxyState, SessionAffinity, TrafficPolicy};
+use kproxy_syncer::Syncer;
+use kproxy_testkit::NetNs;
+
+const ENDPOINTS: usize = 10;
+const CHANGES: usize = 21;
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("cluster sizes are numbers of Services"))
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1000, 10_000]
+    } else {
+        sizes
+    };
+    let options = Options {
+        cluster_cidrs: kproxy_synthetic::pod_cidrs(),
+        ..Options::default()
+    };
+    println!("| Services × endpoints | netlink messages | batch size | cold apply (netlink) | `nft -f` same ruleset | endpoint change (median of {CHANGES}) | endpoint change (max) |");
+    println!("|---|---|---|---|---|---|---|");
+    for services in sizes {
+        let mut state = kproxy_synthetic::cluster(services, ENDPOINTS);
+        let desired = compile(&state, &options);
+
+        let node = NetNs::new("bench-apply");
+        let mut syncer = Syncer::default();
+        let start = Instant::now();
+        let cold = node.exec(|| syncer.sync(&desired)).expect("cold apply");
+        let cold_time = start.elapsed();
+
+        let text = kproxy_compiler::render::nft::ruleset(&desired);
+        let reference = NetNs::new("bench-nft");
+        let start = Instant::now();
+        reference.load(&text).expect("nft -f");
+        let nft_time = start.elapsed();
+
+        let mut changes = Vec::with_capacity(CHANGES);
+        for i in 0..CHANGES {
+            toggle_endpoint(&mut state, i);
+            let desired = compile(&state, &options);
+            let start = Instant::now();
+            let report = node
+                .exec(|| syncer.sync(&desired))
+                .expect("endpoint change");
+            changes.push(start.elapsed());
+            assert_eq!(report.operations, 2, "an endpoint change is two operations");
+        }
+        changes.sort();
+        println!(
+            "| {services} × {ENDPOINTS} | {} | {:.1} MB | {} | {} | {} | {} |",
+            cold.applied.messages,
+            cold.applied.bytes as f64 / 1e6,
+            ms(cold_time),
+            ms(nft_time),
+            ms(changes[CHANGES / 2]),
+            ms(changes[CHANGES - 1]),
+        );
+    }
+}
+
+/// Adds an endpoint to the first plain ClusterIP Service port on even calls and removes it
+/// on odd ones.
+fn toggle_endpoint(state: &mut ProxyState, call: usize) {
+    let port = state
+        .ports
+        .iter_mut()
+        .find(|p| {
+            p.affinity == SessionAffinity::None
+                && p.internal_policy == TrafficPolicy::Cluster
+                && !p.is_externally_reachable()
+                && p.families[0].endpoints.any_usable
+        })
+        .expect("a plain ClusterIP Service port");
+    let endpoints = &mut port.families[0].endpoints;
+    let addr: IpAddr = "10.127.0.1".parse().expect("an address");
+    if call % 2 == 0 {
+        endpoints.cluster.push(Endpoint {
+            addr,
+            port: 8080,
+            local: false,
+        });
+        endpoints.cluster.sort();
+    } else {
+        endpoints.cluster.retain(|e| e.addr != addr);
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}

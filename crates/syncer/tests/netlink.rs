@@ -1,0 +1,205 @@
+//! The syncer against the real kernel, over netlink, in throwaway network namespaces.
+//!
+//! Each test runs the [`Syncer`] on a thread inside its own namespace and compares what the
+//! kernel lists with a fresh `nft -f` load of the same ruleset in another namespace.
+
+mod support;
+
+use kproxy_compiler::ir::{Chain, Rule, Ruleset, Verdict};
+use kproxy_syncer::{Operation, SyncError, Syncer};
+use kproxy_testkit::NetNs;
+use support::listing::normalized_ruleset;
+use support::{add_endpoint, rules, steps};
+
+/// The desired ruleset loaded with `nft -f` into a clean namespace, listed.
+fn fresh_listing(fresh: &NetNs, desired: &Ruleset) -> String {
+    fresh.run("nft", &["flush", "ruleset"]);
+    fresh
+        .load(&kproxy_compiler::render::nft::ruleset(desired))
+        .unwrap_or_else(|e| panic!("loading the full ruleset with nft failed: {e}"));
+    normalized_ruleset(fresh, &[])
+}
+
+#[test]
+fn incremental_syncs_converge_to_a_fresh_load() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let node = NetNs::new("sync-incr");
+    let fresh = NetNs::new("sync-fresh");
+    let mut syncer = node.exec(|| Syncer::adopt().expect("reading an empty kernel"));
+    for (step, state) in steps() {
+        let desired = rules(&state);
+        let report = node
+            .exec(|| syncer.sync(&desired))
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+        assert!(report.operations > 0, "{step}: nothing was sent");
+        let stale: Vec<_> = node.exec(|| {
+            let adopted = Syncer::adopt().expect("reading the kernel back");
+            adopted
+                .plan(&desired)
+                .operations
+                .into_iter()
+                .map(|op| match op {
+                    Operation::DeleteChain(family, chain) => (family, chain),
+                    other => panic!(
+                        "{step}: reading the kernel back differs from what was applied: {other}"
+                    ),
+                })
+                .collect()
+        });
+        let got = normalized_ruleset(&node, &stale);
+        let want = fresh_listing(&fresh, &desired);
+        assert!(
+            got == want,
+            "{step}: the kernel differs from a fresh load\n--- synced\n{got}\n--- fresh\n{want}"
+        );
+    }
+}
+
+#[test]
+fn one_endpoint_is_two_operations_at_any_cluster_size() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let mut sent = Vec::new();
+    for services in [100, 1000] {
+        let node = NetNs::new("sync-endpoint");
+        let mut state = kproxy_synthetic::cluster(services, 10);
+        let mut syncer = Syncer::default();
+        node.exec(|| syncer.sync(&rules(&state)))
+            .expect("cold sync");
+        add_endpoint(&mut state);
+        let report = node
+            .exec(|| syncer.sync(&rules(&state)))
+            .expect("endpoint sync");
+        sent.push((report.operations, report.applied.messages));
+    }
+    // Flush the Service's chain and add its DNAT rule: the rule's anonymous endpoint map
+    // travels with it (a set and its elements), so four messages.
+    assert_eq!(sent, [(2, 4), (2, 4)]);
+}
+
+#[test]
+fn a_rejected_transaction_leaves_the_rules_untouched() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let node = NetNs::new("sync-reject");
+    let state = kproxy_synthetic::cluster(30, 3);
+    let good = rules(&state);
+    let mut syncer = Syncer::default();
+    node.exec(|| syncer.sync(&good)).expect("first sync");
+    let before = node.run("nft", &["list", "ruleset"]).stdout;
+
+    // A rule that jumps to a chain that does not exist, after many valid changes.
+    let mut bad = rules(&kproxy_synthetic::cluster(40, 4));
+    bad.tables[0].chains.push(Chain {
+        name: "broken".to_string(),
+        hook: None,
+        comment: None,
+        rules: vec![Rule::verdict(Verdict::Jump("no-such-chain".to_string()))],
+    });
+    let error = node
+        .exec(|| syncer.sync(&bad))
+        .expect_err("the kernel must refuse a jump to a missing chain");
+    let message = error.to_string();
+    assert!(
+        matches!(error, SyncError::Apply(_)) && message.contains("jump no-such-chain"),
+        "the error names the failing rule: {message}"
+    );
+    let after = node.run("nft", &["list", "ruleset"]).stdout;
+    assert!(
+        before == after,
+        "the ruleset changed after a rejected transaction"
+    );
+
+    // The next sync reads the kernel back and succeeds.
+    let report = node.exec(|| syncer.sync(&good)).expect("recovery sync");
+    assert!(report.full, "a sync after a failure reads the kernel back");
+    assert_eq!(
+        report.operations, 0,
+        "the kernel still holds the good rules"
+    );
+}
+
+#[test]
+fn a_full_resync_repairs_drift() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let node = NetNs::new("sync-drift");
+    let fresh = NetNs::new("sync-drift-fresh");
+    let desired = rules(&kproxy_synthetic::cluster(30, 3));
+    let want = fresh_listing(&fresh, &desired);
+    let mut syncer = Syncer::default();
+    node.exec(|| syncer.sync(&desired)).expect("first sync");
+
+    // Someone empties a chain and deletes a dispatch element: the diff repairs both.
+    let flush = node.run("nft", &["flush", "chain", "ip", "kproxy", "services"]);
+    assert!(flush.status.success());
+    node.exec(|| syncer.resync());
+    let report = node.exec(|| syncer.sync(&desired)).expect("resync");
+    assert!(report.full && report.operations > 0);
+    assert_eq!(normalized_ruleset(&node, &[]), want);
+
+    // Someone adds a rule kproxy never writes: the table is replaced whole, atomically.
+    let add = node.run(
+        "nft",
+        &["add", "rule", "ip", "kproxy", "services", "counter"],
+    );
+    assert!(add.status.success());
+    node.exec(|| syncer.resync());
+    node.exec(|| syncer.sync(&desired)).expect("resync");
+    assert_eq!(normalized_ruleset(&node, &[]), want);
+}
+
+#[test]
+fn adopting_a_table_keeps_session_affinity_state() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let node = NetNs::new("sync-adopt");
+    let mut state = kproxy_synthetic::cluster(20, 2);
+    for port in state.ports.iter_mut().take(3) {
+        port.affinity = kproxy_model::SessionAffinity::ClientIp {
+            timeout_seconds: 600,
+        };
+    }
+    let desired = rules(&state);
+    let affinity_set = desired.tables[0]
+        .sets
+        .iter()
+        .find(|s| s.timeout.is_some())
+        .map(|s| s.name.clone())
+        .expect("an affinity set");
+    node.exec(|| Syncer::default().sync(&desired))
+        .expect("first run");
+    let add = node.run(
+        "nft",
+        &[
+            "add",
+            "element",
+            "ip",
+            "kproxy",
+            &affinity_set,
+            "{ 10.9.9.9 }",
+        ],
+    );
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+
+    // A restarted kproxy adopts the table: nothing to send, the client stays pinned.
+    let report = node
+        .exec(|| Syncer::adopt().and_then(|mut s| s.sync(&desired)))
+        .expect("second run");
+    assert_eq!(report.operations, 0);
+    let listed = node.run("nft", &["list", "set", "ip", "kproxy", &affinity_set]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("10.9.9.9"),
+        "the affinity entry survived the restart"
+    );
+}

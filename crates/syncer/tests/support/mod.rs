@@ -1,0 +1,108 @@
+//! Shared by the syncer's tests: synthetic states, the changes applied to them, and a
+//! normalised listing of the kernel's ruleset.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod listing;
+
+use std::net::IpAddr;
+
+use kproxy_compiler::ir::Ruleset;
+use kproxy_compiler::{compile, Options};
+use kproxy_model::{Endpoint, ProxyState, SessionAffinity, TrafficPolicy};
+
+pub fn options() -> Options {
+    Options {
+        cluster_cidrs: kproxy_synthetic::pod_cidrs(),
+        ..Options::default()
+    }
+}
+
+pub fn rules(state: &ProxyState) -> Ruleset {
+    compile(state, &options())
+}
+
+/// A plain ClusterIP Service port with endpoints: its `service-…` chain holds one DNAT rule.
+pub fn plain(port: &kproxy_model::ServicePort) -> bool {
+    port.affinity == SessionAffinity::None
+        && port.internal_policy == TrafficPolicy::Cluster
+        && !port.is_externally_reachable()
+        && port.families[0].endpoints.any_usable
+}
+
+/// Adds a remote endpoint to the first plain ClusterIP Service port.
+pub fn add_endpoint(state: &mut ProxyState) {
+    let port = state
+        .ports
+        .iter_mut()
+        .find(|p| plain(p))
+        .expect("a plain ClusterIP port");
+    let family = &mut port.families[0];
+    let addr: IpAddr = "10.127.0.1".parse().unwrap();
+    family.endpoints.cluster.push(Endpoint {
+        addr,
+        port: 8080,
+        local: false,
+    });
+    family.endpoints.cluster.sort();
+}
+/// The state changes the kernel test walks through, each applied to the previous state.
+pub fn steps() -> Vec<(&'static str, ProxyState)> {
+    let base = kproxy_synthetic::cluster(60, 3);
+    let mut steps = vec![("start", base.clone())];
+    let mut state = base;
+
+    add_endpoint(&mut state);
+    steps.push(("add an endpoint", state.clone()));
+
+    let port = &mut state.ports[3].families[0].endpoints;
+    port.cluster.pop();
+    steps.push(("remove an endpoint", state.clone()));
+
+    let index = state
+        .ports
+        .iter()
+        .position(plain)
+        .expect("a plain ClusterIP port");
+    let gone = state.ports.remove(index);
+    steps.push(("remove a Service port", state.clone()));
+
+    state.ports.insert(index, gone);
+    steps.push(("add it back", state.clone()));
+
+    for port in state.ports.iter_mut().take(10) {
+        port.internal_policy = TrafficPolicy::Local;
+        port.external_policy = TrafficPolicy::Local;
+    }
+    steps.push(("switch traffic policies to Local", state.clone()));
+
+    for port in state.ports.iter_mut().skip(10).take(5) {
+        port.affinity = SessionAffinity::ClientIp {
+            timeout_seconds: 60,
+        };
+    }
+    steps.push(("turn on session affinity", state.clone()));
+
+    for port in state.ports.iter_mut().skip(10).take(5) {
+        port.affinity = SessionAffinity::ClientIp {
+            timeout_seconds: 120,
+        };
+    }
+    steps.push(("change the affinity timeout", state.clone()));
+
+    for port in &mut state.ports {
+        port.families
+            .retain(|f| f.family == kproxy_model::IpFamily::V4);
+    }
+    steps.push(("drop IPv6", state.clone()));
+
+    for port in state.ports.iter_mut().take(8) {
+        for family in &mut port.families {
+            family.endpoints.cluster.clear();
+            family.endpoints.local.clear();
+            family.endpoints.any_usable = false;
+        }
+    }
+    steps.push(("scale Services to zero", state.clone()));
+    steps
+}
