@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod conntrack_targets;
 mod hostname;
 mod input;
 

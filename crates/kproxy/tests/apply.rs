@@ -145,3 +145,95 @@ fn bad_input_leaves_the_rules_in_force_and_cleanup_removes_them() {
         "second cleanup",
     );
 }
+
+/// Inserts a conntrack entry `client → service`, answered by `reply` (the DNAT target).
+fn insert_flow(ns: &NetNs, proto: &str, client: &str, service: &str, reply: &str) {
+    let (client_ip, client_port) = client.split_once(':').expect("ip:port");
+    let (service_ip, service_port) = service.split_once(':').expect("ip:port");
+    let (reply_ip, reply_port) = reply.split_once(':').expect("ip:port");
+    let mut args = vec![
+        "-I",
+        "-p",
+        proto,
+        "-t",
+        "120",
+        "-s",
+        client_ip,
+        "-d",
+        service_ip,
+        "--sport",
+        client_port,
+        "--dport",
+        service_port,
+        "-r",
+        reply_ip,
+        "-q",
+        client_ip,
+        "--reply-port-src",
+        reply_port,
+        "--reply-port-dst",
+        client_port,
+    ];
+    if proto == "tcp" {
+        args.extend(["--state", "ESTABLISHED"]);
+    }
+    let out = ns.run("conntrack", &args);
+    assert!(
+        out.status.success(),
+        "conntrack -I: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn apply_deletes_udp_flows_to_endpoints_that_no_longer_serve() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let node = NetNs::new("apply-ct");
+    let case = support::testdata().join("golden/udp-dns");
+    expect_success(&apply(&node, &case), "apply");
+    // 10.244.1.2 serves kube-dns; 10.244.7.7 used to.
+    insert_flow(
+        &node,
+        "udp",
+        "10.244.1.9:40001",
+        "10.96.0.10:53",
+        "10.244.7.7:53",
+    );
+    insert_flow(
+        &node,
+        "udp",
+        "10.244.1.9:40002",
+        "10.96.0.10:53",
+        "10.244.1.2:53",
+    );
+    insert_flow(
+        &node,
+        "tcp",
+        "10.244.1.9:40003",
+        "10.96.0.10:53",
+        "10.244.7.7:53",
+    );
+    insert_flow(
+        &node,
+        "udp",
+        "10.244.1.9:40004",
+        "10.96.9.9:53",
+        "10.244.7.7:53",
+    );
+
+    let out = expect_success(&apply(&node, &case), "second apply");
+    assert!(
+        out.contains("; 1 stale conntrack entries deleted"),
+        "exactly the stale UDP flow is deleted: {out}"
+    );
+    let listed = expect_success(&node.run("conntrack", &["-L"]), "conntrack -L");
+    for kept in ["sport=40002", "sport=40003", "sport=40004"] {
+        assert!(listed.contains(kept), "{kept} must be kept:\n{listed}");
+    }
+    assert!(
+        !listed.contains("sport=40001"),
+        "the flow to the dead endpoint must be gone:\n{listed}"
+    );
+}

@@ -17,6 +17,8 @@ pub struct Compiled {
     pub service_ports: usize,
     /// Problems with individual objects (skipped with `--keep-going`).
     pub problems: Vec<String>,
+    /// The desired state the ruleset was compiled from.
+    pub state: kproxy_model::ProxyState,
 }
 
 /// Why nothing was compiled; every message has already been printed.
@@ -60,5 +62,6 @@ pub fn compile(args: &InputArgs) -> anyhow::Result<Result<Compiled, NothingCompi
         node_name,
         service_ports: loaded.state.ports.len(),
         problems,
+        state: loaded.state,
     }))
 }

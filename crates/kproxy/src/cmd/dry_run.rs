@@ -17,6 +17,7 @@ pub fn run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
         node_name,
         service_ports,
         problems,
+        ..
     } = compiled;
     let text = match args.output {
         OutputFormat::Text => {
