@@ -1,4 +1,6 @@
-//! `cargo xtask bench`: the compiler's speed and memory (numbers go to docs/benchmarks.md).
+//! `cargo xtask bench`: the compiler's speed and memory, and the syncer's apply times (numbers
+//! go to docs/benchmarks.md). The apply benchmark programs throwaway network namespaces, so it
+//! needs root.
 
 pub fn run() -> anyhow::Result<()> {
     crate::run(
@@ -23,5 +25,21 @@ pub fn run() -> anyhow::Result<()> {
             &[],
         )?;
     }
+    crate::run(
+        "cargo",
+        &[
+            "run",
+            "--release",
+            "-p",
+            "kproxy-syncer",
+            "--example",
+            "apply_speed",
+            "--",
+            "1000",
+            "3000",
+            "10000",
+        ],
+        &[],
+    )?;
     Ok(())
 }

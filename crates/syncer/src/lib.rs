@@ -7,10 +7,14 @@
 //!   the other in a single transaction. Unchanged objects are not touched, so an endpoint change
 //!   is a chain flush and one rule, whatever the number of Services.
 //! * A plan is a value: tests inspect and count its operations, and its [`Display`] is the
-//!   equivalent `nft -f` script, which is how the kernel tests apply it today.
-//!
-//! The netlink encoder that sends a plan as one batch (nftnl/mnl, no `nft` binary at runtime) is
-//! the next step of this crate; it will consume the same [`Operation`]s.
+//!   equivalent `nft -f` script (for people; the kernel never sees text).
+//! * [`netlink`] sends a plan as one nf_tables batch (libnftnl builds the messages, one
+//!   `sendmsg` sends them; all `unsafe` code is in `netlink/ffi.rs`) and reads kproxy's
+//!   tables back into the IR, so a restarted kproxy adopts its rules and a full resync repairs
+//!   drift.
+//! * [`Syncer`] ties them together: a mirror of what was applied, one transaction per sync,
+//!   a read-back after any failure. [`conntrack`] clears UDP/SCTP flows to endpoints that no
+//!   longer serve.
 //!
 //! [`Display`]: std::fmt::Display
 #![deny(missing_docs)]
