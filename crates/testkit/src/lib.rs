@@ -133,8 +133,7 @@ impl NetNs {
     }
 
     fn open(&self) -> File {
-        File::open(self.path())
-            .unwrap_or_else(|e| panic!("opening {}: {e}", self.path().display()))
+        File::open(self.path()).unwrap_or_else(|e| panic!("opening {}: {e}", self.path().display()))
     }
 
     /// Runs a command inside the namespace.

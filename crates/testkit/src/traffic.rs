@@ -200,8 +200,7 @@ fn parse(answer: &str) -> Outcome {
 
 /// Connects over TCP from the calling thread's namespace and reads the answer.
 pub fn tcp(to: SocketAddr, timeout: Duration) -> Outcome {
-    let mut stream =
-        TcpStream::connect_timeout(&to, timeout).map_err(|e| Failure::from_io(&e))?;
+    let mut stream = TcpStream::connect_timeout(&to, timeout).map_err(|e| Failure::from_io(&e))?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| Failure::from_io(&e))?;
