@@ -5,13 +5,13 @@
 //!   client "ext" 192.168.50.2 ──ext0── 192.168.50.1 (node's InternalIP)
 //!   client "…"   192.168.N.2  ──extN── 192.168.N.1        node namespace
 //!   pod "a" eth0 10.244.1.10  ──vethK── 169.254.1.1           (rules go here)
-//!                                       svc0 (dummy): routes for the Service CIDRs
 //! ```
 //!
 //! * **node**: forwards (IPv4 and IPv6); kproxy's tables are loaded here. Its first uplink,
 //!   `ext0`, carries the node's primary addresses ([`Topology::node_ipv4`]), which tests put in
 //!   the Node object's InternalIPs. The Service CIDRs ([`SERVICE_CIDR_V4`], [`SERVICE_CIDR_V6`])
-//!   are routed to a dummy interface so locally generated packets to ClusterIPs have a route.
+//!   are routed to `ext0` too, so locally generated packets to ClusterIPs have a route (not to
+//!   a dummy interface: some kernels, such as CI's, are built without the dummy driver).
 //! * **pods**: one namespace each, Calico-style: `eth0` holds the pod's /32 and /128, the node's
 //!   side of the veth holds `169.254.1.1` (link scope, so masquerading picks the node's primary
 //!   address) and `fe80::1`, and the node routes each pod address to its veth. Whether a pod is
@@ -27,7 +27,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::traffic::{self, Outcome, Server, DEFAULT_TIMEOUT};
+use crate::traffic::{self, Failure, Outcome, Server, UdpFlow, DEFAULT_TIMEOUT};
 use crate::NetNs;
 
 /// The IPv4 Service CIDR routed in the node: ClusterIPs must come from it.
@@ -112,13 +112,7 @@ impl Builder {
         node.sysctl("net.ipv4.ip_forward", "1");
         node.sysctl("net.ipv6.conf.all.forwarding", "1");
 
-        let mut script = format!(
-            "link set lo up\n\
-             link add svc0 type dummy\n\
-             link set svc0 up\n\
-             route add {SERVICE_CIDR_V4} dev svc0\n\
-             route add {SERVICE_CIDR_V6} dev svc0\n"
-        );
+        let mut script = String::from("link set lo up\n");
         // Clients first: masquerading picks the first global address of the node, which must
         // be the primary one (on ext0).
         for (i, (client, (_, subnet))) in clients.iter().zip(&self.clients).enumerate() {
@@ -143,6 +137,10 @@ impl Builder {
                 v6 = pod.ipv6,
             );
         }
+        script += &format!(
+            "route add {SERVICE_CIDR_V4} dev ext0\n\
+             route add {SERVICE_CIDR_V6} dev ext0\n"
+        );
         node.ip_batch(&script);
 
         for (client, (_, subnet)) in clients.iter().zip(&self.clients) {
@@ -251,6 +249,11 @@ impl Host {
     /// One UDP datagram to `to` from a new socket, waiting at most `timeout` for the answer.
     pub fn udp_timeout(&self, to: SocketAddr, timeout: Duration) -> Outcome {
         self.ns.exec(|| traffic::udp(to, timeout))
+    }
+
+    /// A UDP socket to `to` kept open: one conntrack flow for as long as it lives.
+    pub fn udp_flow(&self, to: SocketAddr) -> Result<UdpFlow, Failure> {
+        UdpFlow::open(&self.ns, to)
     }
 
     /// `count` UDP exchanges with `to`, each from a new socket (so a new flow).

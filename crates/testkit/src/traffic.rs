@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd as _;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -34,12 +34,12 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// port once (until the range wraps): see [`udp`].
 const UDP_CLIENT_PORTS: std::ops::Range<u16> = 20000..32000;
 
-static NEXT_UDP_PORT: AtomicU16 = AtomicU16::new(UDP_CLIENT_PORTS.start);
+static UDP_CLIENTS: AtomicUsize = AtomicUsize::new(0);
 
 fn next_udp_port() -> u16 {
-    let n = NEXT_UDP_PORT.fetch_add(1, Ordering::Relaxed);
-    let span = UDP_CLIENT_PORTS.end - UDP_CLIENT_PORTS.start;
-    UDP_CLIENT_PORTS.start + (n - UDP_CLIENT_PORTS.start) % span
+    let n = UDP_CLIENTS.fetch_add(1, Ordering::Relaxed);
+    let span = usize::from(UDP_CLIENT_PORTS.end - UDP_CLIENT_PORTS.start);
+    UDP_CLIENT_PORTS.start + u16::try_from(n % span).expect("the span fits in u16")
 }
 
 /// What a server answered.
@@ -233,6 +233,46 @@ pub fn udp(to: SocketAddr, timeout: Duration) -> Outcome {
     let mut buffer = [0u8; 512];
     let n = socket.recv(&mut buffer).map_err(|e| Failure::from_io(&e))?;
     parse(&String::from_utf8_lossy(&buffer[..n]))
+}
+
+/// A UDP socket kept open, connected to one address: every datagram it sends belongs to the
+/// same conntrack flow, as a long-lived UDP client's (a DNS resolver's) do.
+pub struct UdpFlow {
+    socket: UdpSocket,
+}
+
+impl UdpFlow {
+    /// Opens the socket inside `ns` (it stays in that namespace whichever thread uses it).
+    pub fn open(ns: &NetNs, to: SocketAddr) -> Result<UdpFlow, Failure> {
+        ns.exec(|| {
+            let any: IpAddr = match to {
+                SocketAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+                SocketAddr::V6(_) => IpAddr::from(Ipv6Addr::UNSPECIFIED),
+            };
+            let socket = (0..16)
+                .map(|_| UdpSocket::bind((any, next_udp_port())))
+                .find_map(Result::ok)
+                .ok_or_else(|| Failure::Other("no free UDP client port".to_string()))?;
+            socket.connect(to).map_err(|e| Failure::from_io(&e))?;
+            Ok(UdpFlow { socket })
+        })
+    }
+
+    /// Sends one datagram on the flow and waits at most `timeout` for the answer.
+    pub fn ask(&self, timeout: Duration) -> Outcome {
+        self.socket
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| Failure::from_io(&e))?;
+        self.socket
+            .send(b"who\n")
+            .map_err(|e| Failure::from_io(&e))?;
+        let mut buffer = [0u8; 512];
+        let n = self
+            .socket
+            .recv(&mut buffer)
+            .map_err(|e| Failure::from_io(&e))?;
+        parse(&String::from_utf8_lossy(&buffer[..n]))
+    }
 }
 
 /// How a series of connections went: answers per server, and every failure.
