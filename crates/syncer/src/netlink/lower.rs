@@ -124,21 +124,11 @@ impl Lowering {
             }
             Operation::DeleteElements(family, set, keys) => {
                 self.family = *family;
-                let interval = shapes.interval(*family, set);
-                let elements = keys
-                    .iter()
-                    .flat_map(|key| key_elements(key, interval, ElementData::None))
-                    .collect();
-                self.push_elements(SetHandle::Named(set.clone()), elements, true);
+                self.named_set_keys(set, keys, shapes, true);
             }
             Operation::AddSetElements(family, set, keys) => {
                 self.family = *family;
-                let interval = shapes.interval(*family, set);
-                let elements = keys
-                    .iter()
-                    .flat_map(|key| key_elements(key, interval, ElementData::None))
-                    .collect();
-                self.push_elements(SetHandle::Named(set.clone()), elements, false);
+                self.named_set_keys(set, keys, shapes, false);
             }
             Operation::AddMapElements(family, map, elements) => {
                 self.family = *family;
@@ -162,6 +152,16 @@ impl Lowering {
                 self.rule(chain, rule);
             }
         }
+    }
+
+    /// Adds keys to a named set, or deletes keys from a named set or map (deletes send no data).
+    fn named_set_keys(&mut self, set: &str, keys: &[Vec<Value>], shapes: &SetShapes, delete: bool) {
+        let interval = shapes.interval(self.family, set);
+        let elements = keys
+            .iter()
+            .flat_map(|key| key_elements(key, interval, ElementData::None))
+            .collect();
+        self.push_elements(SetHandle::Named(set.to_string()), elements, delete);
     }
 
     /// Element messages, split so none exceeds the kernel's attribute size limit.
