@@ -22,6 +22,7 @@
 
 pub mod conntrack;
 pub mod netlink;
+mod nlmsg;
 mod plan;
 mod sync;
 

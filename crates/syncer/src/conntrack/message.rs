@@ -38,7 +38,6 @@ const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
 
-const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 const NLA_HDRLEN: usize = 4;
 const NLA_F_NESTED: u16 = libc::NLA_F_NESTED as u16;
@@ -200,14 +199,7 @@ fn as_v6(ip: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// The fixed part of a received netlink message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Header {
-    pub(super) kind: u16,
-    pub(super) flags: u16,
-    pub(super) seq: u32,
-    pub(super) pid: u32,
-}
+pub(super) use crate::nlmsg::Header;
 
 /// What one received message means to a dump or a delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,27 +239,8 @@ pub(super) fn replies(
 }
 
 fn next_message(buf: &[u8]) -> Result<(Header, &[u8], &[u8]), DecodeError> {
-    if buf.len() < NLMSG_HDRLEN {
-        return malformed(format!(
-            "{} trailing bytes, shorter than a netlink header",
-            buf.len()
-        ));
-    }
-    let len = u32_ne(&buf[0..4]) as usize;
-    if len < NLMSG_HDRLEN || len > buf.len() {
-        return malformed(format!(
-            "netlink message length {len} with {} bytes left",
-            buf.len()
-        ));
-    }
-    let header = Header {
-        kind: u16_ne(&buf[4..6]),
-        flags: u16_ne(&buf[6..8]),
-        seq: u32_ne(&buf[8..12]),
-        pid: u32_ne(&buf[12..16]),
-    };
-    let next = align4(len).min(buf.len());
-    Ok((header, &buf[NLMSG_HDRLEN..len], &buf[next..]))
+    let (message, rest) = crate::nlmsg::split(buf).map_err(DecodeError)?;
+    Ok((message.header, message.body(), rest))
 }
 
 fn decode_reply(header: Header, body: &[u8]) -> Result<Reply, DecodeError> {
@@ -423,6 +396,7 @@ fn u16_ne(b: &[u8]) -> u16 {
     u16::from_ne_bytes([b[0], b[1]])
 }
 
+#[cfg(test)]
 fn u32_ne(b: &[u8]) -> u32 {
     u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
 }

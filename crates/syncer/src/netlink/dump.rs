@@ -9,8 +9,8 @@ use std::io;
 use kproxy_compiler::ir::{Family, TABLE_NAME};
 
 use super::ffi::{self, DumpKind};
-use super::frames;
 use super::wire::{ChainDump, Element, RuleDump, SetDump};
+use crate::nlmsg;
 
 /// Everything one of kproxy's tables holds, at the kernel's level.
 #[derive(Debug, Default)]
@@ -75,18 +75,20 @@ fn receive(socket: &mnl::Socket, seq: u32) -> io::Result<Option<Vec<Vec<u8>>>> {
     let mut messages = Vec::new();
     loop {
         let len = socket.recv_raw(&mut buffer)?;
-        for frame in frames(&buffer[..len]) {
-            if frame.seq != seq {
+        for message in nlmsg::messages(&buffer[..len]) {
+            if message.header.seq != seq {
                 continue;
             }
-            match frame.kind {
+            match message.header.kind {
                 k if k == libc::NLMSG_DONE as u16 => return Ok(Some(messages)),
-                k if k == libc::NLMSG_ERROR as u16 => match frame.errno() {
-                    0 => return Ok(Some(messages)),
-                    libc::ENOENT => return Ok(None),
-                    errno => return Err(io::Error::from_raw_os_error(errno)),
+                k if k == libc::NLMSG_ERROR as u16 => match message.errno() {
+                    Some(0) => return Ok(Some(messages)),
+                    Some(libc::ENOENT) => return Ok(None),
+                    errno => {
+                        return Err(io::Error::from_raw_os_error(errno.unwrap_or(libc::EPROTO)))
+                    }
                 },
-                _ => messages.push(frame.bytes.to_vec()),
+                _ => messages.push(message.bytes.to_vec()),
             }
         }
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub use lower::SetShapes;
 
+use crate::nlmsg;
 use crate::plan::Plan;
 
 /// How long to wait for the kernel's answer. Large transactions take the kernel well under a
@@ -141,56 +142,19 @@ fn read_answer(socket: &mnl::Socket, last_seq: u32) -> Result<Option<(u32, i32)>
             }
             Err(e) => return Err(ApplyError::Receive(e)),
         };
-        for frame in frames(&buffer[..len]) {
-            if frame.kind != libc::NLMSG_ERROR as u16 {
+        for message in nlmsg::messages(&buffer[..len]) {
+            if message.header.kind != libc::NLMSG_ERROR as u16 {
                 continue;
             }
-            let errno = frame.errno();
+            let errno = message.errno().unwrap_or(libc::EPROTO);
             if errno != 0 && first_error.is_none() {
-                first_error = Some((frame.seq, errno));
+                first_error = Some((message.header.seq, errno));
             }
-            if frame.seq == last_seq {
+            if message.header.seq == last_seq {
                 return Ok(first_error);
             }
         }
     }
-}
-
-/// One netlink message of a receive buffer.
-struct Frame<'a> {
-    kind: u16,
-    seq: u32,
-    /// The whole message, header included.
-    bytes: &'a [u8],
-}
-
-impl Frame<'_> {
-    /// For `NLMSG_ERROR`: the positive errno, 0 for an acknowledgement.
-    fn errno(&self) -> i32 {
-        match self.bytes.get(16..20) {
-            Some(b) => -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-            None => libc::EPROTO,
-        }
-    }
-}
-
-/// The messages in a receive buffer. Netlink headers are native-endian.
-fn frames(mut buffer: &[u8]) -> Vec<Frame<'_>> {
-    const HEADER: usize = 16;
-    let mut out = Vec::new();
-    while buffer.len() >= HEADER {
-        let len = u32::from_ne_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
-        if len < HEADER || len > buffer.len() {
-            break;
-        }
-        out.push(Frame {
-            kind: u16::from_ne_bytes([buffer[4], buffer[5]]),
-            seq: u32::from_ne_bytes([buffer[8], buffer[9], buffer[10], buffer[11]]),
-            bytes: &buffer[..len],
-        });
-        buffer = buffer.get(len.div_ceil(4) * 4..).unwrap_or(&[]);
-    }
-    out
 }
 
 fn shorten(text: &str) -> String {
