@@ -14,22 +14,15 @@ use kproxy_compiler::ir::{
 };
 
 use super::wire::{
-    Addressed, ChainSpec, CtKey, Element, ElementData, Expression, Message, MetaKey, PayloadBase,
-    Register, SetHandle, SetSpec, VerdictCode,
+    address_fields, datatype_id, datatype_len, padded_len, set_flags, Addressed, ChainSpec, CtKey,
+    Element, ElementData, Expression, Message, MetaKey, PayloadBase, Register, SetHandle, SetSpec,
+    VerdictCode,
 };
 use crate::plan::{Object, Operation, Plan};
 
 /// The most attribute bytes put in one element message (the kernel's limit is 64 KiB).
 const ELEMENT_MESSAGE_BUDGET: usize = 32 * 1024;
 
-// nf_tables set flags (`NFT_SET_*`).
-const SET_ANONYMOUS: u32 = 0x1;
-const SET_CONSTANT: u32 = 0x2;
-const SET_INTERVAL: u32 = 0x4;
-const SET_MAP: u32 = 0x8;
-const SET_TIMEOUT: u32 = 0x10;
-const SET_EVAL: u32 = 0x20;
-const SET_CONCAT: u32 = 0x80;
 // Other kernel constants the `libc` crate does not export.
 const RTN_LOCAL: u32 = 2;
 const CT_STATE_NEW: u32 = 1 << 3;
@@ -193,19 +186,19 @@ impl Lowering {
     fn named_set(&mut self, set: &Set) {
         let mut flags = 0;
         if set.interval {
-            flags |= SET_INTERVAL;
+            flags |= set_flags::INTERVAL;
             if set.key.len() > 1 {
-                flags |= SET_CONCAT;
+                flags |= set_flags::CONCAT;
             }
         }
         if set.timeout.is_some() {
-            flags |= SET_TIMEOUT | SET_EVAL;
+            flags |= set_flags::TIMEOUT | set_flags::EVAL;
         }
         let handle = SetHandle::Named(set.name.clone());
         let id = self.take_set_id();
         // The kernel wants field lengths for concatenated intervals, and refuses them elsewhere.
-        let concat = if flags & SET_CONCAT != 0 {
-            set.key.iter().map(|t| type_len(*t) as u8).collect()
+        let concat = if flags & set_flags::CONCAT != 0 {
+            set.key.iter().map(|t| datatype_len(*t) as u8).collect()
         } else {
             Vec::new()
         };
@@ -231,7 +224,7 @@ impl Lowering {
         let id = self.take_set_id();
         self.push(Message::NewSet(SetSpec {
             id,
-            flags: SET_MAP,
+            flags: set_flags::MAP,
             data: Some((NFT_DATA_VERDICT, 0)),
             ..key_spec(handle.clone(), &map.key, map.comment.as_deref())
         }));
@@ -288,18 +281,7 @@ impl Lowering {
                 }
             }
             Match::Masked { left, mask, value } => {
-                load(out, family, *left, Register::FIRST);
-                out.push(Expression::Bitwise {
-                    sreg: Register::FIRST,
-                    dreg: Register::FIRST,
-                    mask: mask.to_ne_bytes().to_vec(),
-                    xor: vec![0; 4],
-                });
-                out.push(Expression::Cmp {
-                    sreg: Register::FIRST,
-                    not_equal: false,
-                    data: value.to_ne_bytes().to_vec(),
-                });
+                masked_cmp(out, family, *left, *mask, false, *value)
             }
             Match::Lookup { key, set, negate } => {
                 load_key(out, family, key);
@@ -331,7 +313,7 @@ impl Lowering {
         }];
         self.push(Message::NewSet(SetSpec {
             id: handle.id().unwrap_or_default(),
-            flags: SET_ANONYMOUS | SET_CONSTANT | SET_INTERVAL,
+            flags: set_flags::ANONYMOUS | set_flags::CONSTANT | set_flags::INTERVAL,
             size: Some(elements.len() as u32),
             ..key_spec(handle.clone(), &key, None)
         }));
@@ -419,8 +401,11 @@ impl Lowering {
             .collect();
         self.push(Message::NewSet(SetSpec {
             id: handle.id().unwrap_or_default(),
-            flags: SET_ANONYMOUS | SET_CONSTANT | SET_MAP,
-            data: Some((type_id(&[addr_type, DataType::InetService]), addr_len + 4)),
+            flags: set_flags::ANONYMOUS | set_flags::CONSTANT | set_flags::MAP,
+            data: Some((
+                datatype_id(&[addr_type, DataType::InetService]),
+                addr_len + 4,
+            )),
             size: Some(elements.len() as u32),
             ..key_spec(handle.clone(), &[DataType::Integer], None)
         }));
@@ -459,8 +444,8 @@ fn key_spec(handle: SetHandle, key: &[DataType], comment: Option<&str>) -> SetSp
         id: handle.id().unwrap_or_default(),
         handle,
         flags: 0,
-        key_type: type_id(key),
-        key_len: key.iter().map(|t| padded_len(type_len(*t))).sum(),
+        key_type: datatype_id(key),
+        key_len: key.iter().map(|t| padded_len(datatype_len(*t))).sum(),
         concat: Vec::new(),
         data: None,
         timeout_ms: None,
@@ -503,33 +488,6 @@ fn comment_udata(kind: u8, comment: Option<&str>) -> Vec<u8> {
     out.extend_from_slice(&text.as_bytes()[..usize::from(len) - 1]);
     out.push(0);
     out
-}
-
-/// nft's datatype id; a concatenation shifts each field's id in by 6 bits.
-fn type_id(key: &[DataType]) -> u32 {
-    key.iter().fold(0, |id, t| {
-        let one = match t {
-            DataType::Integer => 4,
-            DataType::Ipv4Addr => 7,
-            DataType::Ipv6Addr => 8,
-            DataType::InetProto => 12,
-            DataType::InetService => 13,
-        };
-        (id << 6) | one
-    })
-}
-
-fn type_len(t: DataType) -> u32 {
-    match t {
-        DataType::Ipv4Addr | DataType::Integer => 4,
-        DataType::Ipv6Addr => 16,
-        DataType::InetProto => 1,
-        DataType::InetService => 2,
-    }
-}
-
-fn padded_len(len: u32) -> u32 {
-    len.div_ceil(4) * 4
 }
 
 fn padded(bytes: &[u8]) -> Vec<u8> {
@@ -696,10 +654,7 @@ fn element_size(element: &Element) -> usize {
 
 /// Where a payload field lives, for the table's family.
 fn payload_field(family: Family, expr: Expr) -> Option<(PayloadBase, u32, u32)> {
-    let (src, dst, len) = match family {
-        Family::Ip => (12, 16, 4),
-        Family::Ip6 => (8, 24, 16),
-    };
+    let (src, dst, len) = address_fields(family);
     match expr {
         Expr::SourceAddr => Some((PayloadBase::Network, src, len)),
         Expr::DestAddr => Some((PayloadBase::Network, dst, len)),
@@ -804,19 +759,31 @@ fn prefix_match(out: &mut Vec<Expression>, family: Family, left: Expr, net: &IpN
     }
 }
 
-/// `ct state new` and friends: a bit test.
+/// `ct state new` and friends: a bit test (`!= 0` when the bit must be set).
 fn flag_match(out: &mut Vec<Expression>, family: Family, left: Expr, bit: u32, ne: bool) {
+    masked_cmp(out, family, left, bit, !ne, 0);
+}
+
+/// `left & mask [!=] value` on a 32-bit host-order field.
+fn masked_cmp(
+    out: &mut Vec<Expression>,
+    family: Family,
+    left: Expr,
+    mask: u32,
+    not_equal: bool,
+    value: u32,
+) {
     load(out, family, left, Register::FIRST);
     out.push(Expression::Bitwise {
         sreg: Register::FIRST,
         dreg: Register::FIRST,
-        mask: bit.to_ne_bytes().to_vec(),
+        mask: mask.to_ne_bytes().to_vec(),
         xor: vec![0; 4],
     });
     out.push(Expression::Cmp {
         sreg: Register::FIRST,
-        not_equal: !ne,
-        data: vec![0; 4],
+        not_equal,
+        data: value.to_ne_bytes().to_vec(),
     });
 }
 

@@ -17,8 +17,8 @@ use kproxy_model::Protocol;
 
 use super::dump::TableDump;
 use super::wire::{
-    ChainDump, CtKey, Element, ElementData, Expression, MetaKey, PayloadBase, RuleDump, SetDump,
-    VerdictCode,
+    address_fields, datatype_len, datatypes, padded_len, set_flags, ChainDump, CtKey, Element,
+    ElementData, Expression, MetaKey, PayloadBase, RuleDump, SetDump, VerdictCode,
 };
 
 /// Why a table could not be read back into the IR.
@@ -31,17 +31,12 @@ fn fail<T>(what: impl Into<String>) -> Result<T> {
     Err(Undecodable(what.into()))
 }
 
-const SET_ANONYMOUS: u32 = 0x1;
-const SET_INTERVAL: u32 = 0x4;
-const SET_MAP: u32 = 0x8;
-const SET_TIMEOUT: u32 = 0x10;
-
 /// Raises one table.
 pub fn table(family: Family, dump: &TableDump) -> Result<Table> {
     let anonymous: BTreeMap<&str, &(SetDump, Vec<Element>)> = dump
         .sets
         .iter()
-        .filter(|(set, _)| set.flags & SET_ANONYMOUS != 0)
+        .filter(|(set, _)| set.flags & set_flags::ANONYMOUS != 0)
         .map(|entry| (entry.0.name.as_str(), entry))
         .collect();
     let mut sets = Vec::new();
@@ -49,12 +44,12 @@ pub fn table(family: Family, dump: &TableDump) -> Result<Table> {
     for (set, elements) in dump
         .sets
         .iter()
-        .filter(|(s, _)| s.flags & SET_ANONYMOUS == 0)
+        .filter(|(s, _)| s.flags & set_flags::ANONYMOUS == 0)
     {
-        let key = key_types(set.key_type)
+        let key = datatypes(set.key_type)
             .ok_or_else(|| Undecodable(format!("set {}: unknown key type", set.name)))?;
         let comment = comment(&set.userdata, 7);
-        if set.flags & SET_MAP != 0 {
+        if set.flags & set_flags::MAP != 0 {
             let mut decoded = Vec::with_capacity(elements.len());
             for element in elements {
                 let ElementData::Verdict(verdict) = &element.data else {
@@ -73,8 +68,8 @@ pub fn table(family: Family, dump: &TableDump) -> Result<Table> {
                 elements: decoded,
             });
         } else {
-            let interval = set.flags & SET_INTERVAL != 0;
-            let timeout = (set.flags & SET_TIMEOUT != 0)
+            let interval = set.flags & set_flags::INTERVAL != 0;
+            let timeout = (set.flags & set_flags::TIMEOUT != 0)
                 .then(|| set.timeout_ms.map(|ms| (ms / 1000) as u32))
                 .flatten();
             // Elements of a dynamic set belong to the dataplane; the IR does not own them.
@@ -170,28 +165,9 @@ fn hook(chain: &ChainDump) -> Result<Option<BaseHook>> {
     }))
 }
 
-fn key_types(mut id: u32) -> Option<Vec<DataType>> {
-    let mut out = Vec::new();
-    while id != 0 {
-        out.push(match id & 0x3f {
-            4 => DataType::Integer,
-            7 => DataType::Ipv4Addr,
-            8 => DataType::Ipv6Addr,
-            12 => DataType::InetProto,
-            13 => DataType::InetService,
-            _ => return None,
-        });
-        id >>= 6;
-    }
-    out.reverse();
-    (!out.is_empty()).then_some(out)
-}
-
+/// Bytes a field takes in a key (whole registers).
 fn field_len(t: DataType) -> usize {
-    match t {
-        DataType::Ipv6Addr => 16,
-        _ => 4,
-    }
+    padded_len(datatype_len(t)) as usize
 }
 
 fn addr(bytes: &[u8]) -> Result<IpAddr> {
@@ -353,14 +329,6 @@ fn verdict_ir(code: &VerdictCode) -> Verdict {
         VerdictCode::Return => Verdict::Return,
         VerdictCode::Jump(chain) => Verdict::Jump(chain.clone()),
         VerdictCode::Goto(chain) => Verdict::Goto(chain.clone()),
-    }
-}
-
-/// The address fields of the family: (source offset, destination offset, length).
-fn address_fields(family: Family) -> (u32, u32, u32) {
-    match family {
-        Family::Ip => (12, 16, 4),
-        Family::Ip6 => (8, 24, 16),
     }
 }
 
@@ -635,7 +603,7 @@ fn anonymous_set<'a>(anonymous: &Anonymous<'a>, name: &str) -> Result<&'a (SetDu
 
 fn prefixes(anonymous: &Anonymous<'_>, name: &str) -> Result<Vec<IpNet>> {
     let (set, elements) = anonymous_set(anonymous, name)?;
-    let key = key_types(set.key_type).unwrap_or_default();
+    let key = datatypes(set.key_type).unwrap_or_default();
     let mut nets = Vec::new();
     for value in set_elements(elements, &key, true)? {
         match value.as_slice() {

@@ -5,7 +5,82 @@
 //! types, and [`ffi`](super::ffi) hands them to libnftnl unchanged. Keeping this layer as data
 //! makes the translation testable without a kernel and keeps every `unsafe` call in one place.
 
-use kproxy_compiler::ir::Family;
+use kproxy_compiler::ir::{DataType, Family};
+
+/// `NFT_SET_*` flags (the `libc` crate has them as `i32`).
+pub mod set_flags {
+    /// Bound to one rule, destroyed with it.
+    pub const ANONYMOUS: u32 = 0x1;
+    /// Elements never change after creation.
+    pub const CONSTANT: u32 = 0x2;
+    /// Elements are ranges.
+    pub const INTERVAL: u32 = 0x4;
+    /// Elements map to data or verdicts.
+    pub const MAP: u32 = 0x8;
+    /// Elements expire.
+    pub const TIMEOUT: u32 = 0x10;
+    /// The dataplane adds elements (`update @set`).
+    pub const EVAL: u32 = 0x20;
+    /// The key is a concatenation (with intervals: the pipapo backend).
+    pub const CONCAT: u32 = 0x80;
+}
+
+/// nft's id of a datatype; a concatenation shifts each field's id in by 6 bits, first field
+/// highest.
+pub fn datatype_id(key: &[DataType]) -> u32 {
+    key.iter().fold(0, |id, t| {
+        let one = match t {
+            DataType::Integer => 4,
+            DataType::Ipv4Addr => 7,
+            DataType::Ipv6Addr => 8,
+            DataType::InetProto => 12,
+            DataType::InetService => 13,
+        };
+        (id << 6) | one
+    })
+}
+
+/// The fields of a datatype id written by [`datatype_id`]; `None` for any other type.
+pub fn datatypes(mut id: u32) -> Option<Vec<DataType>> {
+    let mut out = Vec::new();
+    while id != 0 {
+        out.push(match id & 0x3f {
+            4 => DataType::Integer,
+            7 => DataType::Ipv4Addr,
+            8 => DataType::Ipv6Addr,
+            12 => DataType::InetProto,
+            13 => DataType::InetService,
+            _ => return None,
+        });
+        id >>= 6;
+    }
+    out.reverse();
+    (!out.is_empty()).then_some(out)
+}
+
+/// Bytes of a field's value, unpadded.
+pub fn datatype_len(t: DataType) -> u32 {
+    match t {
+        DataType::Ipv4Addr | DataType::Integer => 4,
+        DataType::Ipv6Addr => 16,
+        DataType::InetProto => 1,
+        DataType::InetService => 2,
+    }
+}
+
+/// A length rounded up to whole 32-bit registers: how fields sit in keys and registers.
+pub fn padded_len(len: u32) -> u32 {
+    len.div_ceil(4) * 4
+}
+
+/// Where the family's addresses sit in the network header: (source offset, destination
+/// offset, length).
+pub fn address_fields(family: Family) -> (u32, u32, u32) {
+    match family {
+        Family::Ip => (12, 16, 4),
+        Family::Ip6 => (8, 24, 16),
+    }
+}
 
 /// A 32-bit register index (`NFT_REG32_00` + n); wide values span consecutive registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
