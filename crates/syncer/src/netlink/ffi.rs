@@ -123,15 +123,13 @@ pub struct Sealed {
 }
 
 impl Sealed {
-    /// Sends the whole batch with one `sendmsg`: the kernel must see BEGIN and END in the
-    /// same call, or it aborts the transaction.
-    pub fn send(&self, socket: &mnl::Socket) -> io::Result<usize> {
+    /// The batch's pages, as a gather list.
+    fn iovecs(&self) -> Vec<libc::iovec> {
         let raw = self.batch.raw.as_ptr();
-        // SAFETY: `raw` is live; the iovec array is sized by libnftnl's own count, and the
-        // iovecs point into the batch's pages, which outlive the `sendmsg` call.
+        // SAFETY: `raw` is live and the array is sized by libnftnl's own count; the iovecs
+        // point into the batch's pages, which live as long as `self`.
         unsafe {
-            let count = sys::nftnl_batch_iovec_len(raw);
-            let count = usize::try_from(count).unwrap_or(0);
+            let count = usize::try_from(sys::nftnl_batch_iovec_len(raw)).unwrap_or(0);
             let mut iov = vec![
                 libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -140,8 +138,24 @@ impl Sealed {
                 count
             ];
             sys::nftnl_batch_iovec(raw, iov.as_mut_ptr().cast(), count as u32);
-            let total: usize = iov.iter().map(|v| v.iov_len).sum();
-            set_buffer(socket, libc::SO_SNDBUFFORCE, total + 64 * 1024)?;
+            iov
+        }
+    }
+
+    /// Bytes in the batch.
+    pub fn len(&self) -> usize {
+        self.iovecs().iter().map(|v| v.iov_len).sum()
+    }
+
+    /// Sends the whole batch with one `sendmsg`: the kernel must see BEGIN and END in the
+    /// same call, or it aborts the transaction.
+    pub fn send(&self, socket: &mnl::Socket) -> io::Result<usize> {
+        let mut iov = self.iovecs();
+        let total: usize = iov.iter().map(|v| v.iov_len).sum();
+        set_buffer(socket, libc::SO_SNDBUFFORCE, total + 64 * 1024)?;
+        // SAFETY: the message header points to a live address and to `iov`, whose entries
+        // point into the batch's pages; all outlive the `sendmsg` call.
+        let sent = unsafe {
             let mut address: libc::sockaddr_nl = std::mem::zeroed();
             address.nl_family = libc::AF_NETLINK as u16;
             let mut header: libc::msghdr = std::mem::zeroed();
@@ -149,18 +163,18 @@ impl Sealed {
             header.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as u32;
             header.msg_iov = iov.as_mut_ptr();
             header.msg_iovlen = iov.len();
-            let sent = libc::sendmsg(socket.as_raw_fd(), &header, 0);
-            if sent < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let sent = sent as usize;
-            if sent != total {
-                return Err(io::Error::other(format!(
-                    "netlink sendmsg sent {sent} of {total} bytes"
-                )));
-            }
-            Ok(sent)
+            libc::sendmsg(socket.as_raw_fd(), &header, 0)
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
         }
+        let sent = sent as usize;
+        if sent != total {
+            return Err(io::Error::other(format!(
+                "netlink sendmsg sent {sent} of {total} bytes"
+            )));
+        }
+        Ok(sent)
     }
 }
 

@@ -93,9 +93,10 @@ pub fn apply(plan: &Plan, shapes: &SetShapes) -> Result<Applied, ApplyError> {
     let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(ApplyError::Socket)?;
     ffi::set_buffer(&socket, libc::SO_RCVBUFFORCE, 4 * 1024 * 1024).map_err(ApplyError::Socket)?;
     ffi::set_receive_timeout(&socket, Duration::from_millis(500)).map_err(ApplyError::Socket)?;
-    let bytes = batch
-        .send(&socket)
-        .map_err(|source| ApplyError::Send { bytes: 0, source })?;
+    let bytes = batch.send(&socket).map_err(|source| ApplyError::Send {
+        bytes: batch.len(),
+        source,
+    })?;
 
     let describe = |seq: u32| -> Option<String> {
         let index = seq.checked_sub(first_seq + 1)? as usize;
