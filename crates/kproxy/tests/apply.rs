@@ -119,11 +119,10 @@ fn bad_input_leaves_the_rules_in_force_and_cleanup_removes_them() {
     expect_success(&apply(&node, &good), "apply");
     let before = node.run("nft", &["list", "ruleset"]).stdout;
 
-    let bad = support::testdata().join("errors");
     let case = support::cases("errors")
         .into_iter()
         .next()
-        .unwrap_or_else(|| bad.join("missing"));
+        .expect("an error case under testdata/errors");
     let out = apply(&node, &case);
     assert!(!out.status.success(), "bad input must fail");
     assert!(
