@@ -206,6 +206,7 @@ impl FakeApiServer {
     }
 
     fn listen(&self, listener: TcpListener) -> io::Result<()> {
+        self.shared.lock().stopping = false;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::clone(&self.shared);
         let thread_stop = Arc::clone(&stop);
@@ -310,12 +311,16 @@ impl FakeApiServer {
         let Some(listening) = listening else {
             return;
         };
+        {
+            let mut state = self.shared.lock();
+            state.stopping = true;
+            state.watch_epoch += 1;
+        }
+        self.shared.changed.notify_all();
         listening.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag and drops the listener.
         let _ = TcpStream::connect(self.addr);
         let _ = listening.thread.join();
-        self.shared.lock().watch_epoch += 1;
-        self.shared.changed.notify_all();
         self.shared.close_sockets(false);
         self.shared.join_connections();
     }
@@ -335,6 +340,22 @@ impl FakeApiServer {
             .get(&(resource, verb))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// How many `BOOKMARK` events were written to watches of `resource` so far.
+    pub fn bookmarks_sent(&self, resource: Resource) -> u64 {
+        self.shared
+            .lock()
+            .bookmarks_sent
+            .get(&resource)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The `resourceVersion` the latest watch of `resource` asked to start from (`Some(None)`:
+    /// the request had none; `None`: no watch yet). Shows where a client resumed.
+    pub fn last_watch_from(&self, resource: Resource) -> Option<Option<String>> {
+        self.shared.lock().last_watch_from.get(&resource).cloned()
     }
 
     /// How many watches of `resource` are open now.

@@ -38,8 +38,15 @@ pub(crate) struct State {
     pub(crate) open_watches: BTreeMap<Resource, usize>,
     /// Incremented by `send_bookmarks()`.
     pub(crate) bookmarks: u64,
+    /// Bookmarks written to watch streams, per resource.
+    pub(crate) bookmarks_sent: BTreeMap<Resource, u64>,
+    /// The `resourceVersion` parameter of the latest watch request, per resource.
+    pub(crate) last_watch_from: BTreeMap<Resource, Option<String>>,
     /// Incremented by `drop_watches()` and `stop()`: older watches close abruptly.
     pub(crate) watch_epoch: u64,
+    /// `stop()` is under way: connections end, and watches starting now close at once (they
+    /// may have read the epoch after `stop()` bumped it).
+    pub(crate) stopping: bool,
 }
 
 /// Open connections, so `drop_watches()` and `stop()` can close their sockets.
@@ -129,6 +136,9 @@ fn serve_connection(shared: &Shared, stream: TcpStream, id: u64) {
     let mut reader = BufReader::new(read_half);
     let mut out = stream;
     while let Ok(Some(request)) = http::read_request(&mut reader) {
+        if shared.lock().stopping {
+            return;
+        }
         let close = request.close;
         let written = match handle(shared, &request) {
             Reply::Json(code, body) => http::write_json(&mut out, code, &body, close),
@@ -249,7 +259,14 @@ fn handle(shared: &Shared, request: &Request) -> Reply {
         }) => {
             let watching = matches!(request.param("watch"), Some("true" | "1"));
             let verb = if watching { Verb::Watch } else { Verb::List };
-            *shared.lock().requests.entry((resource, verb)).or_default() += 1;
+            {
+                let mut state = shared.lock();
+                *state.requests.entry((resource, verb)).or_default() += 1;
+                if watching {
+                    let from = request.param("resourceVersion").map(str::to_string);
+                    state.last_watch_from.insert(resource, from);
+                }
+            }
             let bad_request =
                 |message: String| Reply::Json(400, http::status(400, "BadRequest", &message));
             let filter = match Filter::new(resource, namespace, request) {
@@ -524,14 +541,24 @@ fn serve_watch(shared: &Shared, out: &mut TcpStream, watch: &Watch) -> io::Resul
         resource: watch.filter.resource,
     };
     http::write_stream_head(out)?;
+    // Bookmarks in `lines`, counted once written.
+    let mut queued_bookmarks = 0;
     loop {
         if !lines.is_empty() {
             http::write_chunks(out, &lines)?;
             lines.clear();
         }
+        if queued_bookmarks > 0 {
+            *shared
+                .lock()
+                .bookmarks_sent
+                .entry(watch.filter.resource)
+                .or_default() += queued_bookmarks;
+            queued_bookmarks = 0;
+        }
         let mut state = shared.lock();
         let end = loop {
-            if state.watch_epoch != epoch {
+            if state.watch_epoch != epoch || state.stopping {
                 break Some(End::Abrupt);
             }
             match state.store.changes_since(scanned) {
@@ -551,6 +578,7 @@ fn serve_watch(shared: &Shared, out: &mut TcpStream, watch: &Watch) -> io::Resul
                 bookmarks = state.bookmarks;
                 if watch.bookmarks {
                     lines.push(watch.bookmark(scanned, false));
+                    queued_bookmarks += 1;
                 }
             }
             if !lines.is_empty() {

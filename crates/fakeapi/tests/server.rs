@@ -359,8 +359,14 @@ fn watch_streams_every_change_after_the_resource_version_one_chunk_per_event() {
         json!({"type": "BOOKMARK", "object": {"kind": "Service", "apiVersion": "v1",
                                               "metadata": {"resourceVersion": "6"}}})
     );
+    wait_for(|| server.bookmarks_sent(Resource::Services) == 1);
     assert_eq!(server.open_watches(Resource::Services), 1);
     assert_eq!(server.requests(Resource::Services, Verb::Watch), 1);
+    assert_eq!(
+        server.last_watch_from(Resource::Services),
+        Some(Some("1".to_string()))
+    );
+    assert_eq!(server.last_watch_from(Resource::Nodes), None);
 }
 
 #[test]
