@@ -1,0 +1,304 @@
+//! One task per cache: a kube-rs `watcher` with backoff, feeding a reflector store, and a
+//! tracker that turns its events into [`Changes`].
+//!
+//! The reflector writes each event into the store *before* passing it on, so by the time the
+//! consumer is told about a change, a snapshot contains it. A relist (after `410 Gone` or an
+//! `InitialListFailed`) replaces the store in one step at `InitDone`; the tracker then diffs
+//! the old content against the new by resourceVersion, which also catches objects deleted
+//! while the watch was down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, NodeAddress, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kproxy_model::k8s::SERVICE_NAME_LABEL;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::changes::{Cache, Changes, ServiceKey, Shared};
+
+/// Turns one cache's events into the changes the consumer cares about.
+pub(crate) trait Tracker<K> {
+    /// `object` was added or updated.
+    fn applied(&mut self, object: &K, changes: &mut Changes);
+    /// `object` was deleted.
+    fn deleted(&mut self, object: &K, changes: &mut Changes);
+}
+
+/// Runs one watch forever: errors are logged and retried with kube-rs's default backoff
+/// (exponential from 0.8 s to 30 s, with jitter), and the store keeps its content meanwhile.
+pub(crate) async fn run<K, T>(
+    cache: Cache,
+    api: Api<K>,
+    config: watcher::Config,
+    (store, writer): (Store<K>, Writer<K>),
+    mut tracker: T,
+    shared: Arc<Shared>,
+) where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    T: Tracker<K>,
+{
+    let stream = watcher::watcher(api, config)
+        .default_backoff()
+        .reflect(writer);
+    let mut stream = std::pin::pin!(stream);
+    let mut before_relist: Option<Vec<Arc<K>>> = None;
+    while let Some(event) = stream.next().await {
+        let mut changes = Changes::default();
+        match event {
+            Ok(Event::Apply(object)) => tracker.applied(&object, &mut changes),
+            Ok(Event::Delete(object)) => tracker.deleted(&object, &mut changes),
+            // The store still holds the previous content until InitDone.
+            Ok(Event::Init) => before_relist = Some(store.state()),
+            Ok(Event::InitApply(_)) => {}
+            Ok(Event::InitDone) => {
+                let before = before_relist.take().unwrap_or_default();
+                let after = store.state();
+                tracing::info!(cache = ?cache, objects = after.len(), "listed");
+                relisted(&mut tracker, &before, &after, &mut changes);
+                shared.listed(cache, std::mem::take(&mut changes));
+            }
+            Err(error) => {
+                tracing::warn!(cache = ?cache, error = %error, "watch failed; retrying with backoff");
+            }
+        }
+        shared.record(changes);
+    }
+}
+
+/// Reports the difference between the store before and after a relist.
+fn relisted<K: Resource, T: Tracker<K>>(
+    tracker: &mut T,
+    before: &[Arc<K>],
+    after: &[Arc<K>],
+    changes: &mut Changes,
+) {
+    let key = |object: &K| (object.namespace().unwrap_or_default(), object.name_any());
+    let mut old: BTreeMap<(String, String), &Arc<K>> = before.iter().map(|o| (key(o), o)).collect();
+    for object in after {
+        match old.remove(&key(object)) {
+            Some(previous) if previous.resource_version() == object.resource_version() => {}
+            _ => tracker.applied(object, changes),
+        }
+    }
+    for gone in old.values() {
+        tracker.deleted(gone, changes);
+    }
+}
+
+/// Services: the Service's own key.
+#[derive(Debug, Default)]
+pub(crate) struct Services;
+
+impl Tracker<Service> for Services {
+    fn applied(&mut self, service: &Service, changes: &mut Changes) {
+        changes.services.insert(service_key(service));
+    }
+
+    fn deleted(&mut self, service: &Service, changes: &mut Changes) {
+        changes.services.insert(service_key(service));
+    }
+}
+
+fn service_key(service: &Service) -> ServiceKey {
+    ServiceKey::new(service.namespace().unwrap_or_default(), service.name_any())
+}
+
+/// EndpointSlices: the Service named by `kubernetes.io/service-name`. Remembers each slice's
+/// Service, so a slice whose label changes reports both the old and the new Service.
+#[derive(Debug, Default)]
+pub(crate) struct Slices {
+    owner: HashMap<(String, String), ServiceKey>,
+}
+
+impl Tracker<EndpointSlice> for Slices {
+    fn applied(&mut self, slice: &EndpointSlice, changes: &mut Changes) {
+        let namespace = slice.namespace().unwrap_or_default();
+        let slice_key = (namespace.clone(), slice.name_any());
+        let service = slice
+            .labels()
+            .get(SERVICE_NAME_LABEL)
+            .map(|name| ServiceKey::new(namespace, name.clone()));
+        let previous = match &service {
+            Some(service) => self.owner.insert(slice_key, service.clone()),
+            None => self.owner.remove(&slice_key),
+        };
+        changes.services.extend(previous);
+        changes.services.extend(service);
+    }
+
+    fn deleted(&mut self, slice: &EndpointSlice, changes: &mut Changes) {
+        let namespace = slice.namespace().unwrap_or_default();
+        let previous = self.owner.remove(&(namespace.clone(), slice.name_any()));
+        changes.services.extend(previous);
+        if let Some(name) = slice.labels().get(SERVICE_NAME_LABEL) {
+            changes
+                .services
+                .insert(ServiceKey::new(namespace, name.clone()));
+        }
+    }
+}
+
+/// This node: flags a change of its topology labels or addresses, nothing else (Nodes are
+/// updated often, for status conditions and heartbeats).
+#[derive(Debug, Default)]
+pub(crate) struct NodeTopology {
+    last: Option<Topology>,
+}
+
+/// The parts of a Node that change the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Topology {
+    labels: BTreeMap<String, String>,
+    addresses: Vec<(String, String)>,
+}
+
+impl Topology {
+    fn of(node: &Node) -> Topology {
+        let labels = node
+            .labels()
+            .iter()
+            .filter(|(key, _)| key.starts_with("topology.kubernetes.io/"))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        let addresses = node
+            .status
+            .as_ref()
+            .and_then(|status| status.addresses.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .map(|NodeAddress { address, type_ }| (type_.clone(), address.clone()))
+            .collect();
+        Topology { labels, addresses }
+    }
+}
+
+impl Tracker<Node> for NodeTopology {
+    fn applied(&mut self, node: &Node, changes: &mut Changes) {
+        let topology = Some(Topology::of(node));
+        if topology != self.last {
+            self.last = topology;
+            changes.node = true;
+        }
+    }
+
+    fn deleted(&mut self, _node: &Node, changes: &mut Changes) {
+        if self.last.take().is_some() {
+            changes.node = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::NodeStatus;
+    use kube::api::ObjectMeta;
+
+    fn slice(name: &str, service: Option<&str>, rv: &str) -> Arc<EndpointSlice> {
+        let labels = service.map(|s| [(SERVICE_NAME_LABEL.to_string(), s.to_string())].into());
+        Arc::new(EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                labels,
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: Vec::new(),
+            ports: None,
+        })
+    }
+
+    fn keys(changes: &Changes) -> Vec<String> {
+        changes.services.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_relabelled_slice_reports_its_old_and_new_service() {
+        let mut tracker = Slices::default();
+        let mut changes = Changes::default();
+        tracker.applied(&slice("web-1", Some("web"), "1"), &mut changes);
+        assert_eq!(keys(&changes), ["ns/web"]);
+        let mut changes = Changes::default();
+        tracker.applied(&slice("web-1", Some("api"), "2"), &mut changes);
+        assert_eq!(keys(&changes), ["ns/api", "ns/web"]);
+        let mut changes = Changes::default();
+        tracker.applied(&slice("web-1", None, "3"), &mut changes);
+        assert_eq!(
+            keys(&changes),
+            ["ns/api"],
+            "an unlabelled slice belongs to no Service"
+        );
+    }
+
+    #[test]
+    fn a_relist_reports_changed_new_and_vanished_objects_only() {
+        let mut tracker = Slices::default();
+        let before = [
+            slice("same", Some("a"), "1"),
+            slice("changed", Some("b"), "2"),
+            slice("gone", Some("c"), "3"),
+        ];
+        let mut changes = Changes::default();
+        relisted(&mut tracker, &[], &before, &mut changes);
+        assert_eq!(keys(&changes), ["ns/a", "ns/b", "ns/c"]);
+        let after = [
+            slice("same", Some("a"), "1"),
+            slice("changed", Some("b"), "7"),
+            slice("new", Some("d"), "8"),
+        ];
+        let mut changes = Changes::default();
+        relisted(&mut tracker, &before, &after, &mut changes);
+        assert_eq!(keys(&changes), ["ns/b", "ns/c", "ns/d"]);
+    }
+
+    #[test]
+    fn node_changes_count_only_for_topology_and_addresses() {
+        let node = |zone: &str, ip: &str, heartbeat: &str| Node {
+            metadata: ObjectMeta {
+                name: Some("node-a".into()),
+                labels: Some(
+                    [
+                        ("topology.kubernetes.io/zone".to_string(), zone.to_string()),
+                        ("heartbeat".to_string(), heartbeat.to_string()),
+                    ]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    address: ip.into(),
+                    type_: "InternalIP".into(),
+                }]),
+                ..NodeStatus::default()
+            }),
+        };
+        let mut tracker = NodeTopology::default();
+        let mut seen = |n: &Node| {
+            let mut changes = Changes::default();
+            tracker.applied(n, &mut changes);
+            changes.node
+        };
+        assert!(seen(&node("z1", "10.0.0.1", "1")), "first sight");
+        assert!(
+            !seen(&node("z1", "10.0.0.1", "2")),
+            "other labels do not count"
+        );
+        assert!(seen(&node("z2", "10.0.0.1", "2")));
+        assert!(seen(&node("z2", "10.0.0.2", "2")));
+        let mut changes = Changes::default();
+        tracker.deleted(&node("z2", "10.0.0.2", "2"), &mut changes);
+        assert!(changes.node);
+    }
+}
