@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kproxy_compiler::ir::{Action, Dnat, Match, Rule, Ruleset, SetRef};
+use kproxy_compiler::ir::{Match, Rule, Ruleset, SetRef};
 use kproxy_compiler::{compile, render, Options};
 use kproxy_model::{Endpoint, ServicePort};
 use kproxy_synthetic::Kind;
@@ -111,8 +111,9 @@ struct Counts {
     named_maps: usize,
     set_elements: usize,
     map_elements: usize,
-    /// Elements of `numgen … map { … }` inside DNAT rules.
-    dnat_map_elements: usize,
+    /// Named endpoint maps (shards) and their ranges.
+    endpoint_maps: usize,
+    endpoint_ranges: usize,
     /// Elements of anonymous prefix sets inside rules (`ip saddr { … }`).
     anon_set_elements: usize,
 }
@@ -126,14 +127,17 @@ impl Counts {
             c.named_maps += table.maps.len();
             c.set_elements += table.sets.iter().map(|s| s.elements.len()).sum::<usize>();
             c.map_elements += table.maps.iter().map(|m| m.elements.len()).sum::<usize>();
+            c.endpoint_maps += table.endpoint_maps.len();
+            c.endpoint_ranges += table
+                .endpoint_maps
+                .iter()
+                .map(|m| m.elements.len())
+                .sum::<usize>();
             for chain in &table.chains {
                 c.chains += 1;
                 c.base_chains += usize::from(chain.hook.is_some());
                 for rule in &chain.rules {
                     c.rules += 1;
-                    if let Some(Action::Dnat(Dnat::Random(targets))) = &rule.action {
-                        c.dnat_map_elements += targets.len();
-                    }
                     for m in &rule.matches {
                         if let Match::Lookup {
                             set: SetRef::Prefixes(nets),
@@ -149,7 +153,7 @@ impl Counts {
         c
     }
 
-    fn fields(&self) -> [(&'static str, i64); 10] {
+    fn fields(&self) -> [(&'static str, i64); 11] {
         let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         [
             ("tables", n(self.tables)),
@@ -160,7 +164,8 @@ impl Counts {
             ("named maps", n(self.named_maps)),
             ("set elements", n(self.set_elements)),
             ("map elements", n(self.map_elements)),
-            ("DNAT anonymous map elements", n(self.dnat_map_elements)),
+            ("endpoint maps", n(self.endpoint_maps)),
+            ("endpoint ranges", n(self.endpoint_ranges)),
             ("anonymous set elements", n(self.anon_set_elements)),
         ]
     }
@@ -175,6 +180,8 @@ impl Counts {
             + self.named_maps
             + self.set_elements
             + self.map_elements
+            + self.endpoint_maps
+            + self.endpoint_ranges
     }
 }
 
@@ -472,6 +479,10 @@ fn diff(before: &Ruleset, after: &Ruleset) -> Vec<String> {
                     (format!("set {}", s.name), elements)
                 })
                 .chain(t.maps.iter().map(|m| {
+                    let elements = m.elements.iter().map(|e| format!("{e:?}")).collect();
+                    (format!("map {}", m.name), elements)
+                }))
+                .chain(t.endpoint_maps.iter().map(|m| {
                     let elements = m.elements.iter().map(|e| format!("{e:?}")).collect();
                     (format!("map {}", m.name), elements)
                 }))

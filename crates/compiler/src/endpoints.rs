@@ -2,8 +2,9 @@
 //!
 //! A Service port has up to two endpoint chains: `service-…` for the cluster-wide set and
 //! `local-…` for endpoints on this node (Local traffic policies). Without affinity each chain is
-//! one rule, `dnat to numgen random mod N map { 0 : ep0, … }`: the endpoints live in the rule's
-//! anonymous map, so adding or removing an endpoint replaces one rule and touches nothing else.
+//! one rule that never changes, `dnat to numgen random mod 720720 offset W map @endpoints-S`: the
+//! endpoints are ranges of the chain's window in a shared endpoint map ([`crate::endpoint_maps`]),
+//! so adding or removing an endpoint rewrites map elements and no rule.
 //!
 //! With `sessionAffinity: ClientIP`, each endpoint has a timeout set of client addresses. A
 //! client found in an endpoint's set goes back to it (refreshing the timeout); a new client
@@ -15,7 +16,8 @@ use std::net::SocketAddr;
 
 use kproxy_model::{Endpoint, SessionAffinity};
 
-use crate::ir::{Action, Chain, Dnat, Expr, Match, Rule, Set, Statement, Value};
+use crate::endpoint_maps::{self, Placement};
+use crate::ir::{Action, Chain, Dnat, EndpointRange, Expr, Match, Rule, Set, Statement, Value};
 use crate::naming;
 use crate::table::{PortContext, SetName, TableBuilder};
 
@@ -23,19 +25,11 @@ pub(crate) fn compile(table: &mut TableBuilder<'_>, ctx: &PortContext<'_>) {
     let sets = &ctx.family.endpoints;
     let mut used: Vec<&Endpoint> = Vec::new();
     if ctx.uses_cluster_chain() {
-        table.add_chain(endpoint_chain(
-            naming::service_chain(&ctx.id),
-            &sets.cluster,
-            ctx,
-        ));
+        endpoint_chain(table, naming::service_chain(&ctx.id), &sets.cluster, ctx);
         used.extend(&sets.cluster);
     }
     if ctx.uses_local_chain() {
-        table.add_chain(endpoint_chain(
-            naming::local_chain(&ctx.id),
-            &sets.local,
-            ctx,
-        ));
+        endpoint_chain(table, naming::local_chain(&ctx.id), &sets.local, ctx);
         used.extend(&sets.local);
     }
     used.sort();
@@ -67,24 +61,61 @@ fn socket(endpoint: &Endpoint) -> SocketAddr {
     SocketAddr::new(endpoint.addr, endpoint.port)
 }
 
-fn endpoint_chain(name: String, endpoints: &[Endpoint], ctx: &PortContext<'_>) -> Chain {
+fn endpoint_chain(
+    table: &mut TableBuilder<'_>,
+    name: String,
+    endpoints: &[Endpoint],
+    ctx: &PortContext<'_>,
+) {
     let protocol = Match::eq(Expr::L4Proto, Value::Proto(ctx.port.name.protocol));
     let targets: Vec<SocketAddr> = endpoints.iter().map(socket).collect();
-    let rules = match ctx.port.affinity {
-        SessionAffinity::None => {
-            let dnat = match targets.as_slice() {
-                [one] => Dnat::To(*one),
-                _ => Dnat::Random(targets),
-            };
-            vec![Rule::action(Action::Dnat(dnat)).when([protocol])]
-        }
-        SessionAffinity::ClientIp { .. } => affinity_rules(&targets, protocol, &ctx.id),
-    };
-    Chain {
-        name,
-        hook: None,
-        comment: Some(ctx.comment.clone()),
-        rules,
+    match ctx.port.affinity {
+        // The rule waits for its window, which depends on every other chain of the table.
+        SessionAffinity::None => table.add_endpoint_chain(EndpointChain {
+            name,
+            comment: ctx.comment.clone(),
+            protocol,
+            targets,
+        }),
+        SessionAffinity::ClientIp { .. } => table.add_chain(Chain {
+            rules: affinity_rules(&targets, protocol, &ctx.id),
+            name,
+            hook: None,
+            comment: Some(ctx.comment.clone()),
+        }),
+    }
+}
+
+/// A chain that DNATs to one of `targets` through an endpoint map.
+pub(crate) struct EndpointChain {
+    pub name: String,
+    pub comment: String,
+    /// The Service port's protocol (nft needs it before a port rewrite).
+    pub protocol: Match,
+    pub targets: Vec<SocketAddr>,
+}
+
+impl EndpointChain {
+    /// The chain, reading its window; `None` (no window left) rejects instead.
+    pub fn into_chain(self, placement: Option<&Placement>) -> (Chain, Vec<EndpointRange>) {
+        let (action, ranges) = match placement {
+            Some(placement) => (
+                Action::Dnat(Dnat::Numgen {
+                    map: placement.map(),
+                    modulus: endpoint_maps::MODULUS,
+                    offset: placement.offset,
+                }),
+                endpoint_maps::ranges(placement.offset, &self.targets),
+            ),
+            None => (Action::Reject, Vec::new()),
+        };
+        let chain = Chain {
+            name: self.name,
+            hook: None,
+            comment: Some(self.comment),
+            rules: vec![Rule::action(action).when([self.protocol])],
+        };
+        (chain, ranges)
     }
 }
 

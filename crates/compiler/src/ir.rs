@@ -40,8 +40,10 @@ pub struct Table {
     pub name: String,
     /// Named sets.
     pub sets: Vec<Set>,
-    /// Named maps.
+    /// Named verdict maps.
     pub maps: Vec<Map>,
+    /// Named endpoint maps: the endpoints every DNAT rule picks from.
+    pub endpoint_maps: Vec<EndpointMap>,
     /// Chains: base chains first, then regular chains.
     pub chains: Vec<Chain>,
 }
@@ -91,6 +93,34 @@ pub struct Map {
     pub comment: Option<String>,
     /// Elements, sorted by key.
     pub elements: Vec<VerdictElement>,
+}
+
+/// A named interval map from a `numgen` value to an endpoint (`typeof numgen random mod 1 :
+/// ip daddr . th dport`, `flags interval`).
+///
+/// Each endpoint chain owns a window of the key space (see [`Dnat::Numgen`]) in one of these
+/// maps, and each of its endpoints an equal range of that window. Changing a Service's endpoints
+/// rewrites only its ranges: map elements, never a rule, so the kernel does not re-validate the
+/// whole table (which a rule change costs, in proportion to the number of Services).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointMap {
+    /// Map name, unique in its table.
+    pub name: String,
+    /// Why the map exists, as shown by `nft list`.
+    pub comment: Option<String>,
+    /// Ranges, sorted and disjoint.
+    pub elements: Vec<EndpointRange>,
+}
+
+/// One element of an endpoint map: every `numgen` value in `first..=last` goes to `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct EndpointRange {
+    /// First key of the range.
+    pub first: u32,
+    /// Last key of the range (inclusive).
+    pub last: u32,
+    /// The endpoint.
+    pub target: SocketAddr,
 }
 
 /// One element of a verdict map.
@@ -357,9 +387,17 @@ pub enum Action {
 pub enum Dnat {
     /// One endpoint.
     To(SocketAddr),
-    /// One of several endpoints with equal probability: `numgen random mod N map { i : ep }`,
-    /// an anonymous map owned by the rule.
-    Random(Vec<SocketAddr>),
+    /// One endpoint of an endpoint map, picked at random:
+    /// `dnat to numgen random mod MODULUS offset OFFSET map @MAP`. The map's ranges inside
+    /// `OFFSET..OFFSET + MODULUS` split the window between the chain's endpoints.
+    Numgen {
+        /// The [`EndpointMap`] read.
+        map: String,
+        /// Size of the window (the same for every chain: [`crate::endpoint_maps::MODULUS`]).
+        modulus: u32,
+        /// First key of the chain's window.
+        offset: u32,
+    },
 }
 
 /// A verdict.

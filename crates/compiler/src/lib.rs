@@ -11,8 +11,8 @@
 //! through named verdict maps keyed by `address . protocol . port` ([`MapName::ServiceIps`]) or
 //! `protocol . port` for NodePorts: one hash lookup, whatever the number of Services. Each
 //! Service port then has at most three small chains (`service-…`, `local-…`, `external-…`) and
-//! its endpoints live in one anonymous map inside the DNAT rule, so an endpoint change replaces
-//! one rule. `docs/architecture.md` explains the layout and counts the kernel objects.
+//! its endpoints are ranges in a shared, sharded endpoint map ([`endpoint_maps`]), so an
+//! endpoint change rewrites map elements and no rule. `docs/architecture.md` explains the layout and counts the kernel objects.
 //!
 //! The modules are named for what they compile: [`clusterip`], [`nodeport`], [`external`]
 //! (externalIPs, load-balancer IPs and externalTrafficPolicy), [`firewall`]
@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clusterip;
+pub mod endpoint_maps;
 pub mod endpoints;
 pub mod external;
 pub mod firewall;

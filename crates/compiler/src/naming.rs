@@ -58,6 +58,12 @@ pub fn affinity_set(id: &str, endpoint: SocketAddr) -> String {
     format!("affinity-{id}__{addr}/{}", endpoint.port())
 }
 
+/// One shard of the endpoint maps (see [`crate::endpoint_maps`]): `endpoints-` and three hex
+/// digits.
+pub fn endpoint_map(shard: u32) -> String {
+    format!("endpoints-{shard:03x}")
+}
+
 /// The comment naming a Service port: `namespace/service:port`.
 pub fn port_comment(name: &ServicePortName) -> String {
     comment(&name.to_string())
@@ -102,7 +108,7 @@ fn bounded(raw: String, max: usize) -> String {
 }
 
 /// FNV-1a, 64 bit: tiny, stable across releases and platforms (unlike `std`'s hasher).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
         (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

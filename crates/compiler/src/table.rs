@@ -6,8 +6,11 @@ use ipnet::IpNet;
 use kproxy_model::{FamilyPort, IpFamily, ProxyState, ServicePort, TrafficPolicy};
 use serde::Serialize;
 
+use crate::endpoint_maps::{self, Placement};
+use crate::endpoints::EndpointChain;
 use crate::ir::{
-    Chain, DataType, Family, Map, Set, Table, Value, Verdict, VerdictElement, TABLE_NAME,
+    Chain, DataType, EndpointMap, EndpointRange, Family, Map, Set, Table, Value, Verdict,
+    VerdictElement, TABLE_NAME,
 };
 use crate::options::{NodePortMatch, Options};
 use crate::{clusterip, endpoints, external, firewall, hooks, naming, no_endpoints, nodeport};
@@ -79,7 +82,13 @@ pub(crate) struct TableBuilder<'a> {
     sets: BTreeMap<SetName, Vec<Vec<Value>>>,
     maps: BTreeMap<MapName, Vec<(Vec<Value>, Verdict)>>,
     affinity_sets: Vec<Set>,
-    chains: Vec<Chain>,
+    chains: Vec<ChainSlot>,
+}
+
+/// A chain, or an endpoint chain whose rule is written once every window is placed.
+enum ChainSlot {
+    Ready(Chain),
+    Endpoints(EndpointChain),
 }
 
 impl TableBuilder<'_> {
@@ -101,7 +110,57 @@ impl TableBuilder<'_> {
     }
 
     pub fn add_chain(&mut self, chain: Chain) {
-        self.chains.push(chain);
+        self.chains.push(ChainSlot::Ready(chain));
+    }
+
+    pub fn add_endpoint_chain(&mut self, chain: EndpointChain) {
+        self.chains.push(ChainSlot::Endpoints(chain));
+    }
+
+    /// Places every endpoint chain in a window of an endpoint map, then writes the chains and
+    /// the maps.
+    fn endpoint_chains(&mut self) -> (Vec<Chain>, Vec<EndpointMap>) {
+        let slots = std::mem::take(&mut self.chains);
+        let placements = endpoint_maps::place(slots.iter().filter_map(|slot| match slot {
+            ChainSlot::Endpoints(chain) => Some(chain.name.as_str()),
+            ChainSlot::Ready(_) => None,
+        }))
+        .into_iter()
+        .map(|(name, placement)| (name.to_string(), placement))
+        .collect::<BTreeMap<String, Placement>>();
+        let mut shards: BTreeMap<u32, Vec<EndpointRange>> = BTreeMap::new();
+        let chains = slots
+            .into_iter()
+            .map(|slot| match slot {
+                ChainSlot::Ready(chain) => chain,
+                ChainSlot::Endpoints(chain) => {
+                    let placement = placements.get(&chain.name);
+                    let (chain, mut ranges) = chain.into_chain(placement);
+                    if let Some(placement) = placement {
+                        shards
+                            .entry(placement.shard)
+                            .or_default()
+                            .append(&mut ranges);
+                    }
+                    chain
+                }
+            })
+            .collect();
+        let maps = shards
+            .into_iter()
+            .map(|(shard, mut elements)| {
+                elements.sort_unstable();
+                EndpointMap {
+                    name: naming::endpoint_map(shard),
+                    comment: Some(format!(
+                        "Service endpoints by numgen window (shard {shard} of {})",
+                        endpoint_maps::SHARDS
+                    )),
+                    elements,
+                }
+            })
+            .collect();
+        (chains, maps)
     }
 
     pub fn add_set(&mut self, set: Set) {
@@ -217,12 +276,14 @@ impl TableBuilder<'_> {
         ];
 
         let mut chains = hooks::chains(&self);
-        chains.append(&mut self.chains);
+        let (mut endpoint_chains, endpoint_maps) = self.endpoint_chains();
+        chains.append(&mut endpoint_chains);
         Table {
             family: self.family,
             name: TABLE_NAME.to_string(),
             sets,
             maps,
+            endpoint_maps,
             chains,
         }
     }

@@ -8,11 +8,11 @@
 //! element deleted in the same transaction and fail with EBUSY (see shared/notes/netlink.md).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use kproxy_compiler::ir::{
-    Action, BaseHook, Chain, Family, Map, Match, Rule, Ruleset, Set, SetRef, Statement, Table,
-    Value, Verdict, VerdictElement, TABLE_NAME,
+    Action, BaseHook, Chain, Dnat, EndpointMap, EndpointRange, Family, Map, Match, Rule, Ruleset,
+    Set, SetRef, Statement, Table, Value, Verdict, VerdictElement, TABLE_NAME,
 };
 use kproxy_compiler::render::nft;
 
@@ -23,6 +23,8 @@ pub enum Object {
     Set(Set),
     /// A verdict map, with its elements.
     Map(Map),
+    /// An endpoint map, with its ranges.
+    EndpointMap(EndpointMap),
     /// A chain declaration (its rules are added by [`Operation::AddRule`]).
     Chain(Chain),
 }
@@ -48,6 +50,10 @@ pub enum Operation {
     AddSetElements(Family, String, Vec<Vec<Value>>),
     /// Add elements to a verdict map.
     AddMapElements(Family, String, Vec<VerdictElement>),
+    /// Remove ranges from an endpoint map.
+    DeleteEndpoints(Family, String, Vec<EndpointRange>),
+    /// Add ranges to an endpoint map.
+    AddEndpoints(Family, String, Vec<EndpointRange>),
     /// Append a rule to a chain.
     AddRule(Family, String, Rule),
 }
@@ -86,6 +92,7 @@ pub fn plan(current: Option<&Ruleset>, desired: &Ruleset, stale: &[(Family, Stri
                         chains: vec![],
                         sets: vec![],
                         maps: vec![],
+                        endpoint_maps: vec![],
                         ..table.clone()
                     },
                     table,
@@ -162,6 +169,13 @@ fn diff_table(steps: &mut Steps, old: &Table, new: &Table) {
     let mut recreated = BTreeSet::new();
     diff_containers(steps, family, &old.sets, &new.sets, &mut recreated);
     diff_containers(steps, family, &old.maps, &new.maps, &mut recreated);
+    diff_containers(
+        steps,
+        family,
+        &old.endpoint_maps,
+        &new.endpoint_maps,
+        &mut recreated,
+    );
     diff_chains(steps, family, &old.chains, &new.chains, &recreated);
 }
 
@@ -179,7 +193,7 @@ fn referenced_sets(rule: &Rule) -> impl Iterator<Item = &str> {
         _ => None,
     });
     let vmaps = rule.action.iter().filter_map(|a| match a {
-        Action::Vmap { map, .. } => Some(map.as_str()),
+        Action::Vmap { map, .. } | Action::Dnat(Dnat::Numgen { map, .. }) => Some(map.as_str()),
         _ => None,
     });
     lookups.chain(updates).chain(vmaps)
@@ -287,6 +301,39 @@ impl Container for Map {
             steps
                 .element_adds
                 .push(Operation::AddMapElements(family, self.name.clone(), added));
+        }
+    }
+}
+
+impl Container for EndpointMap {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn same_definition(&self, other: &Self) -> bool {
+        self.comment == other.comment
+    }
+
+    fn to_object(&self) -> Object {
+        Object::EndpointMap(self.clone())
+    }
+
+    fn diff_elements(&self, before: &Self, family: Family, steps: &mut Steps) {
+        // A range is its bounds and its target: a range that keeps its bounds but changes
+        // endpoint is deleted and added again, in one transaction.
+        let old: BTreeSet<&EndpointRange> = before.elements.iter().collect();
+        let new: BTreeSet<&EndpointRange> = self.elements.iter().collect();
+        let gone: Vec<EndpointRange> = old.difference(&new).map(|r| **r).collect();
+        let added: Vec<EndpointRange> = new.difference(&old).map(|r| **r).collect();
+        if !gone.is_empty() {
+            steps
+                .element_deletes
+                .push(Operation::DeleteEndpoints(family, self.name.clone(), gone));
+        }
+        if !added.is_empty() {
+            steps
+                .element_adds
+                .push(Operation::AddEndpoints(family, self.name.clone(), added));
         }
     }
 }
@@ -459,11 +506,24 @@ impl fmt::Display for Operation {
                 })?;
                 out.push_str(" }");
             }
+            Operation::DeleteEndpoints(family, map, ranges) => {
+                out = format!("delete element {} {map} {{ ", table(family));
+                join(&mut out, ranges, |out, range| {
+                    write!(out, "{}-{}", range.first, range.last)
+                })?;
+                out.push_str(" }");
+            }
+            Operation::AddEndpoints(family, map, ranges) => {
+                out = format!("add element {} {map} {{ ", table(family));
+                join(&mut out, ranges, nft::endpoint_range)?;
+                out.push_str(" }");
+            }
             Operation::Add(family, object) => {
                 out = format!("table {} {{\n", table(family));
                 match object {
                     Object::Set(set) => nft::set(&mut out, set)?,
                     Object::Map(map) => nft::map(&mut out, map)?,
+                    Object::EndpointMap(map) => nft::endpoint_map(&mut out, *family, map)?,
                     Object::Chain(chain) => nft::chain(&mut out, *family, chain)?,
                 }
                 out.push('}');

@@ -7,8 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 
 use crate::ir::{
-    Action, BaseHook, Chain, ChainType, CmpOp, DataType, Dnat, Expr, Family, Hook, Map, Match,
-    PriorityBase, Rule, Ruleset, Set, SetRef, Statement, Table, Value, Verdict,
+    Action, BaseHook, Chain, ChainType, CmpOp, DataType, Dnat, EndpointMap, EndpointRange, Expr,
+    Family, Hook, Map, Match, PriorityBase, Rule, Ruleset, Set, SetRef, Statement, Table, Value,
+    Verdict,
 };
 
 /// Renders a whole ruleset.
@@ -36,6 +37,10 @@ fn table(out: &mut String, table: &Table) -> fmt::Result {
     for m in &table.maps {
         gap(out)?;
         map(out, m)?;
+    }
+    for m in &table.endpoint_maps {
+        gap(out)?;
+        endpoint_map(out, table.family, m)?;
     }
     for c in &table.chains {
         gap(out)?;
@@ -90,6 +95,36 @@ pub fn map(out: &mut String, map: &Map) -> fmt::Result {
         Ok(())
     })?;
     out.push_str("\t}\n");
+    Ok(())
+}
+
+/// An endpoint map block, indented for use inside a table block. nft needs `typeof` here:
+/// `integer` is not a type it accepts for a named map's key; `th dport` (not `tcp dport`) lets
+/// TCP, UDP and SCTP Services share the map.
+pub fn endpoint_map(out: &mut String, fam: Family, map: &EndpointMap) -> fmt::Result {
+    writeln!(out, "\tmap {} {{", map.name)?;
+    writeln!(
+        out,
+        "\t\ttypeof numgen random mod 1 : {} daddr . th dport\n\t\tflags interval",
+        family(fam)
+    )?;
+    if let Some(text) = &map.comment {
+        writeln!(out, "\t\tcomment \"{text}\"")?;
+    }
+    elements_block(out, &map.elements, endpoint_range)?;
+    out.push_str("\t}\n");
+    Ok(())
+}
+
+/// `first-last : addr . port`.
+pub fn endpoint_range(out: &mut String, range: &EndpointRange) -> fmt::Result {
+    decimal(out, range.first);
+    out.push('-');
+    decimal(out, range.last);
+    out.push_str(" : ");
+    addr_text(out, range.target.ip());
+    out.push_str(" . ");
+    decimal(out, u32::from(range.target.port()));
     Ok(())
 }
 
@@ -364,26 +399,15 @@ fn action(out: &mut String, fam: Family, a: &Action) -> fmt::Result {
             out.push_str("dnat to ");
             socket(out, target)
         }
-        Action::Dnat(Dnat::Random(targets)) => {
-            write!(
-                out,
-                "dnat {} to numgen random mod {} map {{ ",
-                family(fam),
-                targets.len()
-            )?;
-            for (i, t) in targets.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                decimal(out, u32::try_from(i).unwrap_or(u32::MAX));
-                out.push_str(" : ");
-                addr_text(out, t.ip());
-                out.push_str(" . ");
-                decimal(out, u32::from(t.port()));
-            }
-            out.push_str(" }");
-            Ok(())
-        }
+        Action::Dnat(Dnat::Numgen {
+            map,
+            modulus,
+            offset,
+        }) => write!(
+            out,
+            "dnat {} to numgen random mod {modulus} offset {offset} map @{map}",
+            family(fam)
+        ),
         Action::Masquerade { fully_random: true } => {
             out.push_str("masquerade fully-random");
             Ok(())

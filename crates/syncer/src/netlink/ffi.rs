@@ -23,6 +23,8 @@ use super::wire::{
 const PAGE: u32 = 256 * 1024;
 /// Room for the largest single message (element messages are kept under 64 KiB).
 const OVERRUN: u32 = 128 * 1024;
+/// `NFT_BYTEORDER_HTON`, as the u32 libnftnl attributes take.
+const BYTEORDER_HTON: u32 = libc::NFT_BYTEORDER_HTON as u32;
 
 /// A batch of nf_tables messages between BEGIN and END, as libnftnl lays them out in pages.
 pub struct Batch {
@@ -498,12 +500,25 @@ unsafe fn new_expression(expression: &Expression) -> *mut sys::nftnl_expr {
             u32_attr(x, sys::NFTNL_EXPR_FIB_DREG, dreg.0);
             x
         }
-        Expression::Numgen { modulus, dreg } => {
+        Expression::Numgen {
+            modulus,
+            offset,
+            dreg,
+        } => {
             let x = e("numgen");
             u32_attr(x, sys::NFTNL_EXPR_NG_DREG, dreg.0);
             u32_attr(x, sys::NFTNL_EXPR_NG_MODULUS, *modulus);
             u32_attr(x, sys::NFTNL_EXPR_NG_TYPE, libc::NFT_NG_RANDOM as u32);
-            u32_attr(x, sys::NFTNL_EXPR_NG_OFFSET, 0);
+            u32_attr(x, sys::NFTNL_EXPR_NG_OFFSET, *offset);
+            x
+        }
+        Expression::HostToNetwork32 { reg } => {
+            let x = e("byteorder");
+            u32_attr(x, sys::NFTNL_EXPR_BYTEORDER_SREG, reg.0);
+            u32_attr(x, sys::NFTNL_EXPR_BYTEORDER_DREG, reg.0);
+            u32_attr(x, sys::NFTNL_EXPR_BYTEORDER_OP, BYTEORDER_HTON);
+            u32_attr(x, sys::NFTNL_EXPR_BYTEORDER_LEN, 4);
+            u32_attr(x, sys::NFTNL_EXPR_BYTEORDER_SIZE, 4);
             x
         }
         Expression::Cmp {
@@ -984,13 +999,21 @@ unsafe fn read_expression(e: *mut sys::nftnl_expr) -> Option<Expression> {
             },
             dreg: reg(sys::NFTNL_EXPR_FIB_DREG),
         },
-        "numgen"
-            if u(sys::NFTNL_EXPR_NG_TYPE) == libc::NFT_NG_RANDOM as u32
-                && u(sys::NFTNL_EXPR_NG_OFFSET) == 0 =>
-        {
+        "numgen" if u(sys::NFTNL_EXPR_NG_TYPE) == libc::NFT_NG_RANDOM as u32 => {
             Expression::Numgen {
                 modulus: u(sys::NFTNL_EXPR_NG_MODULUS),
+                offset: u(sys::NFTNL_EXPR_NG_OFFSET),
                 dreg: reg(sys::NFTNL_EXPR_NG_DREG),
+            }
+        }
+        "byteorder"
+            if u(sys::NFTNL_EXPR_BYTEORDER_OP) == BYTEORDER_HTON
+                && u(sys::NFTNL_EXPR_BYTEORDER_LEN) == 4
+                && u(sys::NFTNL_EXPR_BYTEORDER_SIZE) == 4
+                && u(sys::NFTNL_EXPR_BYTEORDER_SREG) == u(sys::NFTNL_EXPR_BYTEORDER_DREG) =>
+        {
+            Expression::HostToNetwork32 {
+                reg: reg(sys::NFTNL_EXPR_BYTEORDER_SREG),
             }
         }
         "cmp" => Expression::Cmp {

@@ -5,14 +5,15 @@
 //! the same ruleset loaded with `nft -f`. The round-trip test holds this file to that.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use kproxy_compiler::ir::{
-    Action, Chain, ChainType, CmpOp, DataType, Dnat, Expr, Family, Hook, Map, Match, Rule, Ruleset,
-    Set, SetRef, Statement, Value, Verdict, VerdictElement,
+    Action, Chain, ChainType, CmpOp, DataType, Dnat, EndpointMap, EndpointRange, Expr, Family,
+    Hook, Map, Match, Rule, Ruleset, Set, SetRef, Statement, Value, Verdict, VerdictElement,
 };
 
+use super::typeof_udata;
 use super::wire::{
     address_fields, datatype_id, datatype_len, padded_len, set_flags, Addressed, ChainSpec, CtKey,
     Element, ElementData, Expression, Message, MetaKey, PayloadBase, Register, SetHandle, SetSpec,
@@ -128,6 +129,26 @@ impl Lowering {
                 let elements = elements.iter().map(verdict_element).collect();
                 self.push_elements(SetHandle::Named(map.clone()), elements, false);
             }
+            Operation::DeleteEndpoints(family, map, ranges) => {
+                self.family = *family;
+                let elements = ranges
+                    .iter()
+                    .flat_map(|r| range_elements(r, false))
+                    .collect();
+                self.push_elements(SetHandle::Named(map.clone()), elements, true);
+            }
+            Operation::AddEndpoints(family, map, ranges) => {
+                self.family = *family;
+                let elements = ranges
+                    .iter()
+                    .flat_map(|r| range_elements(r, true))
+                    .collect();
+                self.push_elements(SetHandle::Named(map.clone()), elements, false);
+            }
+            Operation::Add(family, Object::EndpointMap(map)) => {
+                self.family = *family;
+                self.endpoint_map(map);
+            }
             Operation::Add(family, Object::Set(set)) => {
                 self.family = *family;
                 self.named_set(set);
@@ -230,6 +251,42 @@ impl Lowering {
         }));
         let elements = map.elements.iter().map(verdict_element).collect();
         self.push_elements(handle, elements, false);
+    }
+
+    /// `typeof numgen random mod 1 : ip daddr . th dport; flags interval`, as nft creates it
+    /// (its `typeof` userdata included, so `nft list` prints the declaration back).
+    fn endpoint_map(&mut self, map: &EndpointMap) {
+        let handle = SetHandle::Named(map.name.clone());
+        let id = self.take_set_id();
+        let (addr_type, addr_len) = self.endpoint_data();
+        let mut userdata = typeof_udata::endpoint_map(self.family);
+        userdata.extend(comment_udata(UDATA_SET_COMMENT, map.comment.as_deref()));
+        self.push(Message::NewSet(SetSpec {
+            id,
+            flags: set_flags::MAP | set_flags::INTERVAL,
+            data: Some((
+                datatype_id(&[addr_type, DataType::InetService]),
+                addr_len + 4,
+            )),
+            userdata,
+            ..key_spec(handle.clone(), &[DataType::Integer], None)
+        }));
+        // Windows never start at zero, so nft always opens the map with an interval end there.
+        let mut elements = vec![Element {
+            key: vec![0; 4],
+            key_end: None,
+            interval_end: true,
+            data: ElementData::None,
+        }];
+        elements.extend(map.elements.iter().flat_map(|r| range_elements(r, true)));
+        self.push_elements(handle, elements, false);
+    }
+
+    fn endpoint_data(&self) -> (DataType, u32) {
+        match self.family {
+            Family::Ip => (DataType::Ipv4Addr, 4),
+            Family::Ip6 => (DataType::Ipv6Addr, 16),
+        }
     }
 
     fn take_set_id(&mut self) -> u32 {
@@ -364,7 +421,11 @@ impl Lowering {
                     proto_specified: true,
                 });
             }
-            Action::Dnat(Dnat::Random(targets)) => self.random_dnat(out, targets),
+            Action::Dnat(Dnat::Numgen {
+                map,
+                modulus,
+                offset,
+            }) => self.numgen_dnat(out, map, *modulus, *offset),
             Action::Masquerade { fully_random } => out.push(Expression::Masquerade {
                 fully_random: *fully_random,
             }),
@@ -377,47 +438,22 @@ impl Lowering {
         }
     }
 
-    /// `dnat to numgen random mod N map { i : addr . port }`: the map is anonymous, owned by
-    /// the rule, and sent just before it.
-    fn random_dnat(&mut self, out: &mut Vec<Expression>, targets: &[SocketAddr]) {
-        let handle = self.anonymous("__map%d");
-        let (addr_type, addr_len) = match self.family {
-            Family::Ip => (DataType::Ipv4Addr, 4),
-            Family::Ip6 => (DataType::Ipv6Addr, 16),
-        };
-        let elements: Vec<Element> = targets
-            .iter()
-            .enumerate()
-            .map(|(i, target)| {
-                let mut data = addr_bytes(target.ip());
-                data.extend(padded(&target.port().to_be_bytes()));
-                Element {
-                    key: (i as u32).to_ne_bytes().to_vec(),
-                    key_end: None,
-                    interval_end: false,
-                    data: ElementData::Value(data),
-                }
-            })
-            .collect();
-        self.push(Message::NewSet(SetSpec {
-            id: handle.id().unwrap_or_default(),
-            flags: set_flags::ANONYMOUS | set_flags::CONSTANT | set_flags::MAP,
-            data: Some((
-                datatype_id(&[addr_type, DataType::InetService]),
-                addr_len + 4,
-            )),
-            size: Some(elements.len() as u32),
-            ..key_spec(handle.clone(), &[DataType::Integer], None)
-        }));
-        self.push_elements(handle.clone(), elements, false);
+    /// `dnat to numgen random mod M offset W map @endpoints-S`. Interval maps hold big-endian
+    /// keys, so the number is converted before the lookup, as nft does.
+    fn numgen_dnat(&mut self, out: &mut Vec<Expression>, map: &str, modulus: u32, offset: u32) {
+        let (_, addr_len) = self.endpoint_data();
         out.push(Expression::Numgen {
-            modulus: targets.len() as u32,
+            modulus,
+            offset,
             dreg: Register::FIRST,
+        });
+        out.push(Expression::HostToNetwork32 {
+            reg: Register::FIRST,
         });
         out.push(Expression::Lookup {
             sreg: Register::FIRST,
             dreg: Some(Register::FIRST),
-            set: handle,
+            set: SetHandle::Named(map.to_string()),
             invert: false,
         });
         out.push(Expression::Dnat {
@@ -623,6 +659,32 @@ fn key_elements(key: &[Value], interval: bool, data: ElementData) -> Vec<Element
     }]
 }
 
+/// A range of an endpoint map: its start (with the endpoint, when adding) and the interval end
+/// just after it. Windows end below 2^32, so `last + 1` never wraps.
+fn range_elements(range: &EndpointRange, with_data: bool) -> [Element; 2] {
+    let data = if with_data {
+        let mut data = addr_bytes(range.target.ip());
+        data.extend(padded(&range.target.port().to_be_bytes()));
+        ElementData::Value(data)
+    } else {
+        ElementData::None
+    };
+    [
+        Element {
+            key: range.first.to_be_bytes().to_vec(),
+            key_end: None,
+            interval_end: false,
+            data,
+        },
+        Element {
+            key: range.last.wrapping_add(1).to_be_bytes().to_vec(),
+            key_end: None,
+            interval_end: true,
+            data: ElementData::None,
+        },
+    ]
+}
+
 fn verdict_element(element: &VerdictElement) -> Element {
     Element {
         key: element.key.iter().flat_map(key_bytes).collect(),
@@ -700,7 +762,11 @@ fn load(out: &mut Vec<Expression>, family: Family, expr: Expr, dreg: Register) {
             source: false,
             dreg,
         },
-        Expr::Numgen { modulus } => Expression::Numgen { modulus, dreg },
+        Expr::Numgen { modulus } => Expression::Numgen {
+            modulus,
+            offset: 0,
+            dreg,
+        },
         Expr::SourceAddr | Expr::DestAddr | Expr::DestPort => {
             let (base, offset, len) =
                 payload_field(family, expr).expect("payload expressions have a field");

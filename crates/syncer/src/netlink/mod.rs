@@ -13,6 +13,7 @@ mod dump;
 mod ffi;
 mod lower;
 mod raise;
+mod typeof_udata;
 mod wire;
 
 use std::io;

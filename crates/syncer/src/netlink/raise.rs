@@ -9,16 +9,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use kproxy_compiler::ir::{
-    Action, BaseHook, Chain, ChainType, CmpOp, DataType, Dnat, Expr, Family, Hook, Map, Match,
-    Priority, PriorityBase, Rule, Set, SetRef, Statement, Table, Value, Verdict, VerdictElement,
-    TABLE_NAME,
+    Action, BaseHook, Chain, ChainType, CmpOp, DataType, Dnat, EndpointMap, EndpointRange, Expr,
+    Family, Hook, Map, Match, Priority, PriorityBase, Rule, Set, SetRef, Statement, Table, Value,
+    Verdict, VerdictElement, TABLE_NAME,
 };
 use kproxy_model::Protocol;
 
 use super::dump::TableDump;
 use super::wire::{
     address_fields, datatype_len, datatypes, padded_len, set_flags, ChainDump, CtKey, Element,
-    ElementData, Expression, MetaKey, PayloadBase, RuleDump, SetDump, VerdictCode,
+    ElementData, Expression, MetaKey, PayloadBase, RuleDump, SetDump, SetHandle, VerdictCode,
 };
 
 /// Why a table could not be read back into the IR.
@@ -41,6 +41,7 @@ pub fn table(family: Family, dump: &TableDump) -> Result<Table> {
         .collect();
     let mut sets = Vec::new();
     let mut maps = Vec::new();
+    let mut endpoint_maps = Vec::new();
     for (set, elements) in dump
         .sets
         .iter()
@@ -49,7 +50,13 @@ pub fn table(family: Family, dump: &TableDump) -> Result<Table> {
         let key = datatypes(set.key_type)
             .ok_or_else(|| Undecodable(format!("set {}: unknown key type", set.name)))?;
         let comment = comment(&set.userdata, 7);
-        if set.flags & set_flags::MAP != 0 {
+        if set.flags == set_flags::MAP | set_flags::INTERVAL && key == [DataType::Integer] {
+            endpoint_maps.push(EndpointMap {
+                name: set.name.clone(),
+                comment,
+                elements: endpoint_ranges(&set.name, elements)?,
+            });
+        } else if set.flags & set_flags::MAP != 0 {
             let mut decoded = Vec::with_capacity(elements.len());
             for element in elements {
                 let ElementData::Verdict(verdict) = &element.data else {
@@ -117,8 +124,44 @@ pub fn table(family: Family, dump: &TableDump) -> Result<Table> {
         name: TABLE_NAME.to_string(),
         sets,
         maps,
+        endpoint_maps,
         chains,
     })
+}
+
+/// An endpoint map's elements: each start (with its endpoint) closed by the interval end just
+/// after it; nft's leading end at zero opens nothing.
+fn endpoint_ranges(name: &str, elements: &[Element]) -> Result<Vec<EndpointRange>> {
+    let mut sorted: Vec<(u32, bool, &ElementData)> = elements
+        .iter()
+        .map(|e| Ok((u32_be(&e.key)?, !e.interval_end, &e.data)))
+        .collect::<Result<_>>()?;
+    // At one key an end sorts before a start: adjacent ranges share it.
+    sorted.sort_by_key(|&(key, is_start, _)| (key, is_start));
+    let mut out = Vec::with_capacity(sorted.len() / 2);
+    let mut open: Option<(u32, SocketAddr)> = None;
+    for (key, is_start, data) in sorted {
+        match (open.take(), is_start) {
+            (Some((first, target)), false) => out.push(EndpointRange {
+                first,
+                last: key.wrapping_sub(1),
+                target,
+            }),
+            (None, false) => {}
+            (None, true) => {
+                let ElementData::Value(data) = data else {
+                    return fail(format!("map {name}: a range without an endpoint"));
+                };
+                let (ip, rest) = data.split_at(data.len().saturating_sub(4));
+                open = Some((key, SocketAddr::new(addr(ip)?, port(rest)?)));
+            }
+            (Some(_), true) => return fail(format!("map {name}: a range without an end")),
+        }
+    }
+    if open.is_some() {
+        return fail(format!("map {name}: a range without an end"));
+    }
+    Ok(out)
 }
 
 /// The text of the first TLV of `kind` in nft's userdata.
@@ -186,6 +229,13 @@ fn protocol(number: u8) -> Result<Protocol> {
         17 => Ok(Protocol::Udp),
         132 => Ok(Protocol::Sctp),
         n => fail(format!("protocol {n}")),
+    }
+}
+
+fn u32_be(bytes: &[u8]) -> Result<u32> {
+    match bytes.get(..4) {
+        Some(b) => Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        None => fail("a short integer"),
     }
 }
 
@@ -367,7 +417,9 @@ fn loaded(family: Family, expression: &Expression) -> Option<Expr> {
         } => Expr::CtStatus,
         Expression::FibAddrType { source: true, .. } => Expr::SourceAddrType,
         Expression::FibAddrType { source: false, .. } => Expr::DestAddrType,
-        Expression::Numgen { modulus, .. } => Expr::Numgen { modulus: *modulus },
+        Expression::Numgen {
+            modulus, offset: 0, ..
+        } => Expr::Numgen { modulus: *modulus },
         _ => return None,
     })
 }
@@ -431,13 +483,18 @@ fn rule(family: Family, dump: &RuleDump, anonymous: &Anonymous<'_>) -> Result<Ru
                 });
                 tail
             }
-            [Expression::Numgen { .. }, Expression::Lookup {
-                dreg: Some(_), set, ..
+            [Expression::Numgen {
+                modulus, offset, ..
+            }, Expression::HostToNetwork32 { .. }, Expression::Lookup {
+                dreg: Some(_),
+                set: SetHandle::Named(map),
+                ..
             }, Expression::Dnat { .. }, tail @ ..] => {
-                out.action = Some(Action::Dnat(Dnat::Random(dnat_targets(
-                    anonymous,
-                    set.name(),
-                )?)));
+                out.action = Some(Action::Dnat(Dnat::Numgen {
+                    map: map.clone(),
+                    modulus: *modulus,
+                    offset: *offset,
+                }));
                 tail
             }
             [Expression::Immediate { data: a, .. }, Expression::Immediate { data: p, .. }, Expression::Dnat { .. }, tail @ ..] =>
@@ -613,20 +670,4 @@ fn prefixes(anonymous: &Anonymous<'_>, name: &str) -> Result<Vec<IpNet>> {
     }
     nets.sort();
     Ok(nets)
-}
-
-fn dnat_targets(anonymous: &Anonymous<'_>, name: &str) -> Result<Vec<SocketAddr>> {
-    let (_, elements) = anonymous_set(anonymous, name)?;
-    let mut targets = BTreeMap::new();
-    for element in elements {
-        let ElementData::Value(data) = &element.data else {
-            return fail(format!("map {name}: an element without data"));
-        };
-        let (ip, rest) = data.split_at(data.len().saturating_sub(4));
-        targets.insert(
-            u32_ne(&element.key)?,
-            SocketAddr::new(addr(ip)?, port(rest)?),
-        );
-    }
-    Ok(targets.into_values().collect())
 }

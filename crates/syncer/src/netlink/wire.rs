@@ -214,12 +214,20 @@ pub enum Expression {
         /// Destination register.
         dreg: Register,
     },
-    /// A random number in `0..modulus`.
+    /// A random number in `offset..offset + modulus`, host byte order.
     Numgen {
-        /// Exclusive bound.
+        /// Exclusive bound of the random part.
         modulus: u32,
+        /// Added to the random part.
+        offset: u32,
         /// Destination register.
         dreg: Register,
+    },
+    /// Convert a 32-bit register from host to network byte order in place (interval maps keep
+    /// their keys big-endian, so nft converts `numgen` before a lookup in one).
+    HostToNetwork32 {
+        /// The register.
+        reg: Register,
     },
     /// Compare a register with a constant; a mismatch ends the rule.
     Cmp {
