@@ -30,7 +30,7 @@ fn main() {
         cluster_cidrs: kproxy_synthetic::pod_cidrs(),
         ..Options::default()
     };
-    println!("| Services × endpoints | netlink messages | batch size | cold apply (netlink) | `nft -f` same ruleset | endpoint change (median of {CHANGES}) | endpoint change (max) |");
+    println!("| Services × endpoints | netlink messages | batch size | cold apply (netlink) | `nft -f` same ruleset | endpoint change: transaction, median (max) of {CHANGES} | endpoint change: whole sync incl. plan, median (max) |");
     println!("|---|---|---|---|---|---|---|");
     for services in sizes {
         let mut state = kproxy_synthetic::cluster(services, ENDPOINTS);
@@ -49,6 +49,7 @@ fn main() {
         let nft_time = start.elapsed();
 
         let mut changes = Vec::with_capacity(CHANGES);
+        let mut transactions = Vec::with_capacity(CHANGES);
         for i in 0..CHANGES {
             toggle_endpoint(&mut state, i);
             let desired = compile(&state, &options);
@@ -57,15 +58,19 @@ fn main() {
                 .exec(|| syncer.sync(&desired))
                 .expect("endpoint change");
             changes.push(start.elapsed());
+            transactions.push(report.transaction);
             assert_eq!(report.operations, 2, "an endpoint change is two operations");
         }
         changes.sort();
+        transactions.sort();
         println!(
-            "| {services} × {ENDPOINTS} | {} | {:.1} MB | {} | {} | {} | {} |",
+            "| {services} × {ENDPOINTS} | {} | {:.1} MB | {} | {} | {} ({}) | {} ({}) |",
             cold.applied.messages,
             cold.applied.bytes as f64 / 1e6,
             ms(cold_time),
             ms(nft_time),
+            ms(transactions[CHANGES / 2]),
+            ms(transactions[CHANGES - 1]),
             ms(changes[CHANGES / 2]),
             ms(changes[CHANGES - 1]),
         );
@@ -100,5 +105,9 @@ fn toggle_endpoint(state: &mut ProxyState, call: usize) {
 }
 
 fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    if d < Duration::from_millis(10) {
+        format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    }
 }

@@ -21,6 +21,9 @@ pub struct Syncer {
     unreadable: Vec<Family>,
     /// Chains flushed by the last transaction, deleted by the next one.
     stale: Vec<(Family, String)>,
+    /// The socket transactions go out on, opened by the first sync (in that thread's network
+    /// namespace) and dropped after a failure.
+    channel: Option<netlink::Channel>,
 }
 
 /// What one sync did.
@@ -34,6 +37,10 @@ pub struct SyncReport {
     pub full: bool,
     /// Time spent reading the kernel back (zero for partial syncs).
     pub read_back: Duration,
+    /// Time spent diffing the mirror against the desired ruleset.
+    pub plan: Duration,
+    /// Time from sending the batch to the kernel's answer: what the kernel spends.
+    pub transaction: Duration,
 }
 
 /// Why a sync failed. The kernel is unchanged; the next sync reads it back first.
@@ -110,9 +117,21 @@ impl Syncer {
         } else {
             Duration::ZERO
         };
+        let start = Instant::now();
         let plan = self.plan(desired);
         let shapes = SetShapes::of(self.mirror.iter().chain([desired]));
-        match netlink::apply(&plan, &shapes) {
+        let plan_time = start.elapsed();
+        let start = Instant::now();
+        let channel = match self.channel.take() {
+            Some(channel) => channel,
+            None => netlink::Channel::open()?,
+        };
+        let result = channel.apply(&plan, &shapes);
+        let transaction = start.elapsed();
+        if result.is_ok() {
+            self.channel = Some(channel);
+        }
+        match result {
             Ok(applied) => {
                 tracing::info!(
                     operations = plan.operations.len(),
@@ -128,6 +147,8 @@ impl Syncer {
                     applied,
                     full,
                     read_back,
+                    plan: plan_time,
+                    transaction,
                 })
             }
             Err(error) => {

@@ -1079,3 +1079,11 @@ unsafe fn read_expression(e: *mut sys::nftnl_expr) -> Option<Expression> {
         _ => return None,
     })
 }
+
+/// An mnl socket that may move to another thread.
+pub struct OwnedSocket(pub mnl::Socket);
+
+// SAFETY: a libmnl socket is a file descriptor and its bound address, with no thread-affine
+// state. `OwnedSocket` is only moved, never shared (it is not `Sync`), so one thread at a time
+// uses it, which is all libmnl requires.
+unsafe impl Send for OwnedSocket {}
