@@ -1,6 +1,8 @@
 //! Command-line flags. Names follow kube-proxy's where the meaning is the same.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -27,7 +29,39 @@ pub enum Command {
     Apply(InputArgs),
     /// Remove every table kproxy created (both IP families).
     Cleanup,
+    /// The node daemon: watch the API server and keep this network namespace's rules equal to
+    /// its Services, EndpointSlices and Node (what kube-proxy does).
+    Run(RunArgs),
 }
+
+/// Flags of `kproxy run`, named as kube-proxy's.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// kubeconfig file with the API server's address and credentials. Default: the in-cluster
+    /// service account, else `$KUBECONFIG` or `~/.kube/config`.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The API server's URL; overrides the kubeconfig's server.
+    #[arg(long, value_name = "URL")]
+    pub master: Option<String>,
+    #[command(flatten)]
+    pub proxy: ProxyFlags,
+    /// The shortest time between two syncs (Go duration, e.g. `1s`, `500ms`; `0` syncs on
+    /// every change).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub min_sync_period: Duration,
+    /// How long to wait before retrying a failed sync (Go duration); an update not applied
+    /// within twice this makes /healthz fail.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub sync_period: Duration,
+    /// Where /healthz and /livez are served; empty disables them.
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:10256", value_parser = parse_bind_address)]
+    pub healthz_bind_address: BindAddress,
+}
+
+/// A listening address, or none (the flag was empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindAddress(pub Option<SocketAddr>);
 
 /// Flags of `kproxy dry-run`.
 #[derive(Debug, Args)]
@@ -89,4 +123,83 @@ pub enum OutputFormat {
     Text,
     /// The ruleset IR as JSON.
     Json,
+}
+
+/// Parses a Go duration: `0`, or a sequence of decimal numbers with units (`ns`, `us`, `µs`,
+/// `ms`, `s`, `m`, `h`), e.g. `1s`, `1.5s`, `1m30s`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let bad = || format!("{text:?} is not a duration (e.g. 1s, 500ms, 1m30s)");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// Parses `IP:PORT` (`[IPv6]:PORT`); empty means none.
+fn parse_bind_address(text: &str) -> Result<BindAddress, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(BindAddress(None));
+    }
+    text.parse()
+        .map(|addr| BindAddress(Some(addr)))
+        .map_err(|_| format!("{text:?} is not IP:PORT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1s"), Ok(ms(1000)));
+        assert_eq!(parse_duration("250ms"), Ok(ms(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(ms(1500)));
+        assert_eq!(parse_duration("1m30s"), Ok(ms(90_000)));
+        assert_eq!(parse_duration("1h"), Ok(ms(3_600_000)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "1", "s", "1x", "-1s", "1s2"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn bind_addresses() {
+        assert_eq!(parse_bind_address(""), Ok(BindAddress(None)));
+        assert_eq!(
+            parse_bind_address("0.0.0.0:10256"),
+            Ok(BindAddress(Some("0.0.0.0:10256".parse().unwrap())))
+        );
+        assert!(parse_bind_address("[::]:10256").unwrap().0.is_some());
+        assert!(parse_bind_address("0.0.0.0").is_err());
+    }
 }

@@ -13,3 +13,11 @@ pub fn node_name() -> anyhow::Result<String> {
     );
     Ok(name)
 }
+
+/// The node name the flags give: `--hostname-override` (trimmed, lower-cased) or the host name.
+pub fn for_flags(flags: &crate::cli::ProxyFlags) -> anyhow::Result<String> {
+    match &flags.hostname_override {
+        Some(name) => Ok(name.trim().to_lowercase()),
+        None => node_name(),
+    }
+}

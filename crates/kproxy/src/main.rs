@@ -13,7 +13,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
+    // The daemon logs what it does (info) by default; the one-shot commands only problems.
+    let daemon = matches!(cli.command, cli::Command::Run(_));
+    init_logging(cli.verbose + u8::from(daemon));
     match cmd::run(cli.command) {
         Ok(code) => code,
         Err(err) => {
@@ -24,7 +26,7 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr so that stdout carries only the ruleset. `-v` is info, `-vv` debug,
-/// `-vvv` trace; `RUST_LOG` overrides.
+/// `-vvv` trace (`run` starts one step up, at info); `RUST_LOG` overrides.
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let level = match verbose {
@@ -37,6 +39,8 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs written to files and journals stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

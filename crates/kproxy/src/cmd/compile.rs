@@ -36,10 +36,7 @@ pub fn compile(args: &InputArgs) -> anyhow::Result<Result<Compiled, NothingCompi
             return Ok(Err(NothingCompiled));
         }
     };
-    let node_name = match &args.proxy.hostname_override {
-        Some(name) => name.trim().to_lowercase(),
-        None => hostname::node_name()?,
-    };
+    let node_name = hostname::for_flags(&args.proxy)?;
     let inputs: Vec<Input> = args
         .files
         .iter()

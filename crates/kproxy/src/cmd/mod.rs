@@ -5,6 +5,7 @@ mod cleanup;
 mod compile;
 mod config;
 mod dry_run;
+mod run;
 
 use std::process::ExitCode;
 
@@ -16,5 +17,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::DryRun(args) => dry_run::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Cleanup => cleanup::run(),
+        Command::Run(args) => run::run(&args),
     }
 }

@@ -1,0 +1,343 @@
+//! `kproxy run`: the node daemon.
+//!
+//! Watches Services, EndpointSlices and this Node ([`kproxy_watcher`]), programs nothing until
+//! every cache has completed its initial list, then keeps the kernel equal to the compiled
+//! snapshot: one sync per burst of changes, at most one per `--min-sync-period`, a full resync
+//! (the kernel read back) at least hourly, a retry `--sync-period` after a failure. Syncs run
+//! on a blocking thread; SIGTERM and SIGINT stop the watches, let a sync in flight finish and
+//! exit 0, leaving the rules in the kernel.
+
+mod health;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kproxy_compiler::Options;
+use kproxy_syncer::Syncer;
+use kproxy_watcher::{Snapshot, Update, WatcherHandle};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
+
+use self::health::Health;
+use super::config;
+use crate::cli::RunArgs;
+use crate::{conntrack_targets, hostname};
+
+/// The longest time between two full resyncs (kernel read back, drift repaired).
+const FULL_RESYNC_INTERVAL: Duration = Duration::from_secs(3600);
+
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let options = match config::options(&args.proxy) {
+        Ok(options) => options,
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let node_name = hostname::for_flags(&args.proxy)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")?;
+    let result = runtime.block_on(daemon(args, options, node_name));
+    // The sync in flight has finished; watch tasks and health connections are just dropped.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn daemon(args: &RunArgs, options: Options, node_name: String) -> anyhow::Result<()> {
+    let mut stop = Stop::new()?;
+    let health = Arc::new(Health::new(2 * args.sync_period));
+    if let Some(addr) = args.healthz_bind_address.0 {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (--healthz-bind-address)"))?;
+        tokio::spawn(health::serve(listener, Arc::clone(&health)));
+        tracing::info!(%addr, "serving /healthz and /livez");
+    }
+    // Adopt what an earlier kproxy left, as `kproxy apply` does: its rules stay in force and
+    // the first sync sends only the difference.
+    let syncer = tokio::task::spawn_blocking(Syncer::adopt)
+        .await
+        .context("reading kproxy's tables from the kernel")?
+        .context("reading kproxy's tables from the kernel")?;
+    let config = client_config(args).await?;
+    tracing::info!(server = %config.cluster_url, node = %node_name, "watching the API server");
+    let client = kube::Client::try_from(config).context("creating the API client")?;
+    let (watcher, updates) = WatcherHandle::start(client, node_name.as_str())
+        .context("starting the watches (is --hostname-override a valid node name?)")?;
+    let sync_loop = SyncLoop {
+        args,
+        options: Arc::new(options),
+        node_name: Arc::from(node_name),
+        health,
+        syncer: Some(syncer),
+        in_flight: None,
+    };
+    sync_loop.run(watcher, updates, &mut stop).await
+}
+
+/// The API client's configuration: `--kubeconfig` (with `--master` overriding its server),
+/// `--master` alone, or inferred (in-cluster service account, `$KUBECONFIG`, `~/.kube/config`).
+async fn client_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
+    let bad_master = |text: &str| format!("--master: {text:?} is not a URL");
+    let mut config = match (&args.kubeconfig, &args.master) {
+        (Some(path), _) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("loading --kubeconfig {}", path.display()))?
+        }
+        (None, Some(text)) => kube::Config::new(text.parse().with_context(|| bad_master(text))?),
+        (None, None) => kube::Config::infer()
+            .await
+            .context("finding the API server (give --kubeconfig or --master)")?,
+    };
+    if let (Some(_), Some(text)) = (&args.kubeconfig, &args.master) {
+        config.cluster_url = text.parse().with_context(|| bad_master(text))?;
+    }
+    Ok(config)
+}
+
+/// SIGTERM or SIGINT.
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn new() -> anyhow::Result<Stop> {
+        Ok(Stop {
+            term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
+        })
+    }
+
+    /// Waits for either signal; returns its name.
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// What a sync job hands back: the syncer (moved to the blocking thread and back) and how it
+/// went.
+type JobResult = (Syncer, anyhow::Result<Synced>);
+
+/// A successful sync.
+struct Synced {
+    /// The kernel is not yet equal to the ruleset: chains this sync flushed are deleted by the
+    /// next transaction (see the syncer), so another sync is due.
+    follow_up: bool,
+}
+
+struct SyncLoop<'a> {
+    args: &'a RunArgs,
+    options: Arc<Options>,
+    node_name: Arc<str>,
+    health: Arc<Health>,
+    /// `None` while a sync job owns it.
+    syncer: Option<Syncer>,
+    in_flight: Option<JoinHandle<JobResult>>,
+}
+
+impl SyncLoop<'_> {
+    async fn run(
+        mut self,
+        watcher: WatcherHandle,
+        mut updates: kproxy_watcher::Updates,
+        stop: &mut Stop,
+    ) -> anyhow::Result<()> {
+        let mut synced = false;
+        // Changes (or the initial sync, or a failed sync) not yet programmed.
+        let mut dirty = false;
+        let mut last_start: Option<Instant> = None;
+        // The adopt just read the kernel: that counts as the first full read.
+        let mut last_full = Instant::now();
+        let mut first = true;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let next_sync = if synced && self.in_flight.is_none() {
+                let earliest = [last_start.map(|t| t + self.args.min_sync_period), retry_at]
+                    .into_iter()
+                    .flatten()
+                    .max();
+                let due = if dirty {
+                    earliest.unwrap_or_else(Instant::now)
+                } else {
+                    earliest.map_or(last_full + FULL_RESYNC_INTERVAL, |e| {
+                        e.max(last_full + FULL_RESYNC_INTERVAL)
+                    })
+                };
+                Some(due)
+            } else {
+                None
+            };
+            tokio::select! {
+                biased;
+                signal = stop.wait() => {
+                    tracing::info!(signal, "stopping: the rules stay in the kernel");
+                    break;
+                }
+                result = maybe(&mut self.in_flight) => {
+                    self.in_flight = None;
+                    let (syncer, outcome) = result.context("the sync thread panicked")?;
+                    self.syncer = Some(syncer);
+                    match outcome {
+                        Ok(synced) => {
+                            self.health.sync_succeeded();
+                            retry_at = None;
+                            dirty |= synced.follow_up;
+                        }
+                        Err(error) => {
+                            self.health.sync_failed();
+                            dirty = true;
+                            retry_at = Some(Instant::now() + self.args.sync_period);
+                            tracing::error!(
+                                "sync failed (retrying in {:?}): {error:#}",
+                                self.args.sync_period
+                            );
+                        }
+                    }
+                }
+                update = updates.next() => match update {
+                    Some(Update::Synced) => {
+                        tracing::info!("caches synced: programming the kernel");
+                        synced = true;
+                        dirty = true;
+                    }
+                    Some(Update::Changed(changes)) => {
+                        tracing::debug!(
+                            services = changes.services.len(),
+                            node = changes.node,
+                            "changes queued"
+                        );
+                        dirty = true;
+                        self.health.queued();
+                    }
+                    None => anyhow::bail!("the watches ended"),
+                },
+                () = sleep_until(next_sync) => {
+                    let now = Instant::now();
+                    let full = first || now >= last_full + FULL_RESYNC_INTERVAL;
+                    if full {
+                        last_full = now;
+                    }
+                    self.start(watcher.snapshot(), full, first);
+                    first = false;
+                    dirty = false;
+                    last_start = Some(now);
+                }
+            }
+        }
+        // Stop watching, then let the sync in flight finish.
+        drop(watcher);
+        if let Some(job) = self.in_flight.take() {
+            tracing::info!("waiting for the sync in flight");
+            let (_, outcome) = job.await.context("the sync thread panicked")?;
+            if let Err(error) = outcome {
+                tracing::error!("the last sync failed: {error:#}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a sync of `snapshot` on a blocking thread.
+    fn start(&mut self, snapshot: Snapshot, full: bool, adopted: bool) {
+        let mut syncer = self.syncer.take().expect("no sync in flight");
+        let options = Arc::clone(&self.options);
+        let node_name = Arc::clone(&self.node_name);
+        self.health.sync_started();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            // Right after adopt the kernel was just read; otherwise a full sync reads it again.
+            if full && !adopted {
+                syncer.resync();
+            }
+            let outcome = sync(&mut syncer, &snapshot, &node_name, &options, full);
+            (syncer, outcome)
+        }));
+    }
+}
+
+/// One sync: snapshot → model → ruleset → kernel, then stale UDP/SCTP flows.
+fn sync(
+    syncer: &mut Syncer,
+    snapshot: &Snapshot,
+    node_name: &str,
+    options: &Options,
+    full: bool,
+) -> anyhow::Result<Synced> {
+    let span = tracing::info_span!(
+        "sync",
+        kind = if full { "full" } else { "partial" },
+        duration = tracing::field::Empty,
+        operations = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    let start = Instant::now();
+    let translated = snapshot.translate(node_name);
+    for problem in &translated.problems {
+        tracing::warn!(
+            object = %problem.object,
+            field = %problem.field,
+            "invalid object skipped: {}",
+            problem.message
+        );
+    }
+    let ruleset = kproxy_compiler::compile(&translated.state, options);
+    let report = syncer
+        .sync(&ruleset)
+        .context("programming the kernel (the previous rules are unchanged)")?;
+    // Rules first, then flows: a cleared UDP flow is re-created by its next datagram, which
+    // must meet the new rules.
+    let cleared =
+        kproxy_syncer::conntrack::clear_stale_flows(&conntrack_targets::targets(&translated.state));
+    let duration = start.elapsed();
+    span.record("duration", tracing::field::debug(duration));
+    span.record("operations", report.operations);
+    match cleared {
+        Ok(cleared) => tracing::info!(
+            service_ports = translated.state.ports.len(),
+            invalid_objects = translated.problems.len(),
+            messages = report.applied.messages,
+            bytes = report.applied.bytes,
+            stale_flows_deleted = cleared.deleted,
+            "synced"
+        ),
+        // The rules are in force; the next sync clears what this one missed.
+        Err(error) => tracing::warn!(
+            service_ports = translated.state.ports.len(),
+            "synced, but clearing stale UDP/SCTP conntrack entries failed: {error}"
+        ),
+    }
+    // Chains emptied by this transaction are deleted by the next one.
+    let follow_up = !syncer.plan(&ruleset).operations.is_empty();
+    if follow_up {
+        tracing::debug!("chains left to delete: another sync follows");
+    }
+    Ok(Synced { follow_up })
+}
+
+/// Awaits the job if there is one; otherwise never completes.
+async fn maybe<T>(job: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match job {
+        Some(job) => job.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
