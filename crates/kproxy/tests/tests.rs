@@ -4,11 +4,13 @@
 //!   loaded into a real kernel in a throwaway network namespace.
 //! * `apply`: `kproxy apply`/`cleanup` over netlink, against `nft -f` of the same golden files.
 //! * `cli`: input forms, output formats and flag errors.
+//! * `run`: the `kproxy run` daemon against the fake API server, in a throwaway namespace.
 //! * `traffic`: real TCP and UDP connections through rules that `kproxy apply` programmed, in a
 //!   throwaway topology of network namespaces (a node, pods, external clients).
 
 mod apply;
 mod cli;
 mod golden;
+mod run;
 mod support;
 mod traffic;
