@@ -323,3 +323,38 @@ fn run_rejects_bad_flags_before_starting() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--cluster-cidr: more than one"), "{stderr}");
 }
+
+#[test]
+fn run_is_unhealthy_while_it_cannot_sync_and_stops_on_sigint() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let ns = NetNs::new("run-unhealthy");
+    ns.ip_batch("link set lo up\n");
+    // Nothing listens on port 1: the caches never sync, so the initial sync stays owed.
+    let mut daemon = Daemon::start(
+        &ns,
+        &[
+            "--master",
+            "http://127.0.0.1:1",
+            "--hostname-override",
+            "node-a",
+            "--sync-period",
+            "200ms",
+            "--healthz-bind-address",
+            "127.0.0.1:10256",
+        ],
+    );
+    let (code, body) = daemon.eventually("/healthz to fail", || {
+        http_get(&ns, "127.0.0.1:10256", "/healthz").filter(|(code, _)| *code == 503)
+    });
+    let body: Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(code, 503);
+    assert_eq!(body["lastUpdated"], "0001-01-01T00:00:00Z", "{body}");
+    assert!(
+        kproxy_table(&ns).is_none(),
+        "nothing is programmed before the caches sync"
+    );
+    let status = daemon.stop("-INT");
+    assert!(status.success(), "exit {status}:\n{}", daemon.log());
+}
