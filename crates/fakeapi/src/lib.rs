@@ -47,7 +47,7 @@ mod store;
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -318,8 +318,6 @@ impl FakeApiServer {
         }
         self.shared.changed.notify_all();
         listening.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag and drops the listener.
-        let _ = TcpStream::connect(self.addr);
         let _ = listening.thread.join();
         self.shared.close_sockets(false);
         self.shared.join_connections();

@@ -93,15 +93,20 @@ impl Shared {
     }
 }
 
-/// Accepts connections until `stop` is set (and a connection wakes the loop).
+/// Accepts connections until `stop` is set. The listener is polled rather than woken by a
+/// connection, so `stop` works from any thread, in any network namespace.
 pub(crate) fn accept_loop(shared: Arc<Shared>, listener: TcpListener, stop: Arc<AtomicBool>) {
+    let polling = listener.set_nonblocking(true).is_ok();
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let Ok(stream) = stream else {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
+        let stream = match stream {
+            Ok(stream) if !polling || stream.set_nonblocking(false).is_ok() => stream,
+            _ => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
         };
         let Ok(registered) = stream.try_clone() else {
             continue;
