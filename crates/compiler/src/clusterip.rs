@@ -3,7 +3,7 @@
 //! Every ClusterIP also joins the `cluster-ips` set, which lets one rule masquerade off-cluster
 //! clients (see [`crate::masquerade`]) and one rule reject ports a Service does not define.
 
-use crate::ir::{Action, Chain, Expr, Match, Rule, Value};
+use crate::ir::{Chain, Expr, Match, Value};
 use crate::table::{MapName, PortContext, SetName, TableBuilder};
 
 pub(crate) fn compile(table: &mut TableBuilder<'_>, ctx: &PortContext<'_>) {
@@ -34,9 +34,9 @@ pub(crate) fn undefined_port_chain() -> Chain {
         name: "cluster-ips-check".into(),
         hook: None,
         comment: Some("reject ports that no Service defines on a ClusterIP".into()),
-        rules: vec![Rule::action(Action::Reject).when([Match::in_set(
+        rules: crate::ir::refusal(vec![Match::in_set(
             [Expr::DestAddr],
             SetName::ClusterIps.as_str(),
-        )])],
+        )]),
     }
 }

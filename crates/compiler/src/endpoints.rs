@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use kproxy_model::{Endpoint, SessionAffinity};
 
 use crate::endpoint_maps::{self, Placement};
-use crate::ir::{Action, Chain, Dnat, EndpointRange, Expr, Match, Rule, Set, Statement, Value};
+use crate::ir::{
+    Action, Chain, Dnat, EndpointRange, Expr, Match, RejectWith, Rule, Set, Statement, Value,
+};
 use crate::naming;
 use crate::table::{PortContext, SetName, TableBuilder};
 
@@ -107,7 +109,7 @@ impl EndpointChain {
                 }),
                 endpoint_maps::ranges(placement.offset, &self.targets),
             ),
-            None => (Action::Reject, Vec::new()),
+            None => (Action::Reject(RejectWith::PortUnreachable), Vec::new()),
         };
         let chain = Chain {
             name: self.name,

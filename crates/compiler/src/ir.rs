@@ -377,8 +377,20 @@ pub enum Action {
         /// Randomise the source port fully, to avoid SNAT port collisions.
         fully_random: bool,
     },
-    /// Refuse with ICMP port unreachable, so clients fail fast instead of timing out.
-    Reject,
+    /// Refuse, so clients fail fast instead of timing out.
+    Reject(RejectWith),
+}
+
+/// How a refusal is signalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectWith {
+    /// ICMP (ICMPv6) port unreachable.
+    PortUnreachable,
+    /// A TCP reset; only after a `meta l4proto tcp` match. An IPv6 TCP client that gets ICMPv6
+    /// port unreachable while `connect()` holds the socket treats it as a soft error and waits
+    /// for its SYN retransmission (about a second); a reset fails it at once.
+    TcpReset,
 }
 
 /// Where DNAT sends a connection.
@@ -449,6 +461,17 @@ impl Rule {
         self.comment = Some(comment.into());
         self
     }
+}
+
+/// The rules that refuse a packet matching `matches`: TCP with a reset, anything else with
+/// ICMP port unreachable.
+pub fn refusal(matches: Vec<Match>) -> Vec<Rule> {
+    let tcp = Match::eq(Expr::L4Proto, Value::Proto(Protocol::Tcp));
+    vec![
+        Rule::action(Action::Reject(RejectWith::TcpReset))
+            .when(matches.iter().cloned().chain([tcp])),
+        Rule::action(Action::Reject(RejectWith::PortUnreachable)).when(matches),
+    ]
 }
 
 impl Match {

@@ -64,7 +64,7 @@ pub(crate) fn chains(table: &TableBuilder<'_>) -> Vec<Chain> {
             name: REJECT_CHAIN.into(),
             hook: None,
             comment: Some("Services without endpoints".into()),
-            rules: vec![Rule::action(Action::Reject)],
+            rules: crate::ir::refusal(Vec::new()),
         },
     ]
 }

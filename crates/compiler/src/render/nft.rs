@@ -8,8 +8,8 @@ use ipnet::IpNet;
 
 use crate::ir::{
     Action, BaseHook, Chain, ChainType, CmpOp, DataType, Dnat, EndpointMap, EndpointRange, Expr,
-    Family, Hook, Map, Match, PriorityBase, Rule, Ruleset, Set, SetRef, Statement, Table, Value,
-    Verdict,
+    Family, Hook, Map, Match, PriorityBase, RejectWith, Rule, Ruleset, Set, SetRef, Statement,
+    Table, Value, Verdict,
 };
 
 /// Renders a whole ruleset.
@@ -418,8 +418,12 @@ fn action(out: &mut String, fam: Family, a: &Action) -> fmt::Result {
             out.push_str("masquerade");
             Ok(())
         }
-        Action::Reject => {
+        Action::Reject(RejectWith::PortUnreachable) => {
             out.push_str("reject");
+            Ok(())
+        }
+        Action::Reject(RejectWith::TcpReset) => {
+            out.push_str("reject with tcp reset");
             Ok(())
         }
     }

@@ -89,12 +89,10 @@ fn ipv6_clusterip_of_a_dual_stack_service_reaches_its_endpoints() {
 /// A Service without endpoints is rejected, so clients fail at once instead of waiting for a
 /// timeout; so is a port that no Service defines on an active ClusterIP.
 ///
-/// TCP over IPv6 is not in this list: from a client on the node (a pod, or the external
-/// client's namespace, which shares the kernel) it is refused only after about one second,
-/// when the SYN is retransmitted. The ICMPv6 port unreachable that `reject` sends arrives while
-/// `connect()` still holds the socket lock, and TCP takes such errors as soft ones
-/// (`TcpExtLockDroppedIcmps`); IPv4 is refused at once. `reject with tcp reset` for TCP would
-/// make IPv6 instant too (tried by hand: 0.5 ms).
+/// TCP is refused with a reset. With ICMPv6 port unreachable, an IPv6 TCP client on the node
+/// (a pod, or the external client's namespace, which shares the kernel) was refused only after
+/// about one second, at the SYN retransmission: the error arrives while `connect()` holds the
+/// socket lock and TCP takes it as a soft one (`TcpExtLockDroppedIcmps`).
 #[test]
 fn no_endpoints_and_undefined_ports_are_refused_fast() {
     let Some(topo) = topology("tr-reject", &PODS, &[]) else {
@@ -113,6 +111,12 @@ fn no_endpoints_and_undefined_ports_are_refused_fast() {
     let cases = [
         ("TCP ClusterIP", client, at("10.96.0.30", None), true),
         ("UDP ClusterIP", client, at("10.96.0.30", None), false),
+        (
+            "TCP IPv6 ClusterIP",
+            client,
+            at("fd00:10:96::30", None),
+            true,
+        ),
         (
             "UDP IPv6 ClusterIP",
             client,

@@ -644,6 +644,16 @@ unsafe fn new_expression(expression: &Expression) -> *mut sys::nftnl_expr {
             sys::nftnl_expr_set_u8(x, sys::NFTNL_EXPR_REJECT_CODE as u16, *icmp_code);
             x
         }
+        Expression::RejectTcpReset => {
+            let x = e("reject");
+            u32_attr(
+                x,
+                sys::NFTNL_EXPR_REJECT_TYPE,
+                libc::NFT_REJECT_TCP_RST as u32,
+            );
+            sys::nftnl_expr_set_u8(x, sys::NFTNL_EXPR_REJECT_CODE as u16, 0);
+            x
+        }
     }
 }
 
@@ -1075,6 +1085,9 @@ unsafe fn read_expression(e: *mut sys::nftnl_expr) -> Option<Expression> {
             Expression::Reject {
                 icmp_code: sys::nftnl_expr_get_u8(e, sys::NFTNL_EXPR_REJECT_CODE as u16),
             }
+        }
+        "reject" if u(sys::NFTNL_EXPR_REJECT_TYPE) == libc::NFT_REJECT_TCP_RST as u32 => {
+            Expression::RejectTcpReset
         }
         _ => return None,
     })

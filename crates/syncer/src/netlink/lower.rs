@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use kproxy_compiler::ir::{
     Action, Chain, ChainType, CmpOp, DataType, Dnat, EndpointMap, EndpointRange, Expr, Family,
-    Hook, Map, Match, Rule, Ruleset, Set, SetRef, Statement, Value, Verdict, VerdictElement,
+    Hook, Map, Match, RejectWith, Rule, Ruleset, Set, SetRef, Statement, Value, Verdict,
+    VerdictElement,
 };
 
 use super::typeof_udata;
@@ -429,12 +430,13 @@ impl Lowering {
             Action::Masquerade { fully_random } => out.push(Expression::Masquerade {
                 fully_random: *fully_random,
             }),
-            Action::Reject => out.push(Expression::Reject {
+            Action::Reject(RejectWith::PortUnreachable) => out.push(Expression::Reject {
                 icmp_code: match family {
                     Family::Ip => ICMP_PORT_UNREACH,
                     Family::Ip6 => ICMPV6_PORT_UNREACH,
                 },
             }),
+            Action::Reject(RejectWith::TcpReset) => out.push(Expression::RejectTcpReset),
         }
     }
 

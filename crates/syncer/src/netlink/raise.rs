@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::IpNet;
 use kproxy_compiler::ir::{
     Action, BaseHook, Chain, ChainType, CmpOp, DataType, Dnat, EndpointMap, EndpointRange, Expr,
-    Family, Hook, Map, Match, Priority, PriorityBase, Rule, Set, SetRef, Statement, Table, Value,
-    Verdict, VerdictElement, TABLE_NAME,
+    Family, Hook, Map, Match, Priority, PriorityBase, RejectWith, Rule, Set, SetRef, Statement,
+    Table, Value, Verdict, VerdictElement, TABLE_NAME,
 };
 use kproxy_model::Protocol;
 
@@ -562,7 +562,11 @@ fn rule(family: Family, dump: &RuleDump, anonymous: &Anonymous<'_>) -> Result<Ru
                 tail
             }
             [Expression::Reject { .. }, tail @ ..] => {
-                out.action = Some(Action::Reject);
+                out.action = Some(Action::Reject(RejectWith::PortUnreachable));
+                tail
+            }
+            [Expression::RejectTcpReset, tail @ ..] => {
+                out.action = Some(Action::Reject(RejectWith::TcpReset));
                 tail
             }
             _ => {

@@ -297,6 +297,8 @@ pub enum Expression {
         /// The ICMP code for the table's family.
         icmp_code: u8,
     },
+    /// Reject with a TCP reset.
+    RejectTcpReset,
 }
 
 /// A set or map as the kernel sees it.
