@@ -30,19 +30,19 @@ fn main() {
         cluster_cidrs: kproxy_synthetic::pod_cidrs(),
         ..Options::default()
     };
-    println!("| Services × endpoints | netlink messages | batch size | cold apply (netlink) | `nft -f` same ruleset | endpoint change: transaction, median (max) of {CHANGES} | endpoint change: whole sync incl. plan, median (max) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| Services × endpoints | netlink messages | batch size | cold apply (netlink) | `nft -f` same ruleset | endpoint change: transaction, median (max) of {CHANGES} | plan, median | whole sync, median (max) |");
+    println!("|---|---|---|---|---|---|---|---|");
     for services in sizes {
         let mut state = kproxy_synthetic::cluster(services, ENDPOINTS);
         let desired = compile(&state, &options);
 
+        let text = kproxy_compiler::render::nft::ruleset(&desired);
         let node = NetNs::new("bench-apply");
         let mut syncer = Syncer::default();
         let start = Instant::now();
-        let cold = node.exec(|| syncer.sync(&desired)).expect("cold apply");
+        let cold = node.exec(|| syncer.sync(desired)).expect("cold apply");
         let cold_time = start.elapsed();
 
-        let text = kproxy_compiler::render::nft::ruleset(&desired);
         let reference = NetNs::new("bench-nft");
         let start = Instant::now();
         reference.load(&text).expect("nft -f");
@@ -50,27 +50,29 @@ fn main() {
 
         let mut changes = Vec::with_capacity(CHANGES);
         let mut transactions = Vec::with_capacity(CHANGES);
+        let mut plans = Vec::with_capacity(CHANGES);
         for i in 0..CHANGES {
             toggle_endpoint(&mut state, i);
             let desired = compile(&state, &options);
             let start = Instant::now();
-            let report = node
-                .exec(|| syncer.sync(&desired))
-                .expect("endpoint change");
+            let report = node.exec(|| syncer.sync(desired)).expect("endpoint change");
             changes.push(start.elapsed());
             transactions.push(report.transaction);
+            plans.push(report.plan);
             assert_eq!(report.operations, 2, "an endpoint change is two operations");
         }
         changes.sort();
         transactions.sort();
+        plans.sort();
         println!(
-            "| {services} × {ENDPOINTS} | {} | {:.1} MB | {} | {} | {} ({}) | {} ({}) |",
+            "| {services} × {ENDPOINTS} | {} | {:.1} MB | {} | {} | {} ({}) | {} | {} ({}) |",
             cold.applied.messages,
             cold.applied.bytes as f64 / 1e6,
             ms(cold_time),
             ms(nft_time),
             ms(transactions[CHANGES / 2]),
             ms(transactions[CHANGES - 1]),
+            ms(plans[CHANGES / 2]),
             ms(changes[CHANGES / 2]),
             ms(changes[CHANGES - 1]),
         );

@@ -212,11 +212,17 @@ trait Container: Clone {
     fn to_object(&self) -> Object;
     /// Element deletions and additions from `before` to `self`.
     fn diff_elements(&self, before: &Self, family: Family, steps: &mut Steps);
+    /// The same elements in the same order.
+    fn same_elements(&self, other: &Self) -> bool;
 }
 
 impl Container for Set {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn same_elements(&self, other: &Self) -> bool {
+        self.elements == other.elements
     }
 
     fn same_definition(&self, other: &Self) -> bool {
@@ -267,6 +273,10 @@ impl Container for Map {
         &self.name
     }
 
+    fn same_elements(&self, other: &Self) -> bool {
+        self.elements == other.elements
+    }
+
     fn same_definition(&self, other: &Self) -> bool {
         self.key == other.key && self.comment == other.comment
     }
@@ -312,6 +322,10 @@ impl Container for Map {
 impl Container for EndpointMap {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn same_elements(&self, other: &Self) -> bool {
+        self.elements == other.elements
     }
 
     fn same_definition(&self, other: &Self) -> bool {
@@ -362,7 +376,11 @@ fn diff_containers<T: Container>(
     for container in new {
         match old_by_name.get(container.name()) {
             Some(before) if before.same_definition(container) => {
-                container.diff_elements(before, family, steps);
+                // Nearly every container is unchanged in a small sync: one linear comparison
+                // is far cheaper than indexing its elements.
+                if !container.same_elements(before) {
+                    container.diff_elements(before, family, steps);
+                }
             }
             Some(_) => {
                 recreated.insert(container.name().to_string());
@@ -381,6 +399,40 @@ fn diff_containers<T: Container>(
 }
 
 fn diff_chains(
+    steps: &mut Steps,
+    family: Family,
+    old: &[Chain],
+    new: &[Chain],
+    recreated: &BTreeSet<String>,
+) {
+    // Fast path for the common small sync: the same chains in the same order.
+    if old.len() == new.len() && old.iter().zip(new).all(|(a, b)| a.name == b.name) {
+        for (before, chain) in old.iter().zip(new) {
+            if before.rules != chain.rules
+                || before.hook != chain.hook
+                || before.comment != chain.comment
+                || (!recreated.is_empty()
+                    && before
+                        .rules
+                        .iter()
+                        .flat_map(referenced_sets)
+                        .any(|set| recreated.contains(set)))
+            {
+                diff_chains_by_name(
+                    steps,
+                    family,
+                    std::slice::from_ref(before),
+                    std::slice::from_ref(chain),
+                    recreated,
+                );
+            }
+        }
+        return;
+    }
+    diff_chains_by_name(steps, family, old, new, recreated);
+}
+
+fn diff_chains_by_name(
     steps: &mut Steps,
     family: Family,
     old: &[Chain],

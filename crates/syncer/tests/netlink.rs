@@ -31,7 +31,7 @@ fn incremental_syncs_converge_to_a_fresh_load() {
     for (step, state) in steps() {
         let desired = rules(&state);
         let report = node
-            .exec(|| syncer.sync(&desired))
+            .exec(|| syncer.sync(desired.clone()))
             .unwrap_or_else(|e| panic!("{step}: {e}"));
         assert!(report.operations > 0, "{step}: nothing was sent");
         let stale: Vec<_> = node.exec(|| {
@@ -67,11 +67,10 @@ fn one_endpoint_is_two_element_messages_at_any_cluster_size() {
         let node = NetNs::new("sync-endpoint");
         let mut state = kproxy_synthetic::cluster(services, 10);
         let mut syncer = Syncer::default();
-        node.exec(|| syncer.sync(&rules(&state)))
-            .expect("cold sync");
+        node.exec(|| syncer.sync(rules(&state))).expect("cold sync");
         add_endpoint(&mut state);
         let report = node
-            .exec(|| syncer.sync(&rules(&state)))
+            .exec(|| syncer.sync(rules(&state)))
             .expect("endpoint sync");
         sent.push((report.operations, report.applied.messages));
     }
@@ -88,7 +87,7 @@ fn a_rejected_transaction_leaves_the_rules_untouched() {
     let state = kproxy_synthetic::cluster(30, 3);
     let good = rules(&state);
     let mut syncer = Syncer::default();
-    node.exec(|| syncer.sync(&good)).expect("first sync");
+    node.exec(|| syncer.sync(good.clone())).expect("first sync");
     let before = node.run("nft", &["list", "ruleset"]).stdout;
 
     // A rule that jumps to a chain that does not exist, after many valid changes.
@@ -100,7 +99,7 @@ fn a_rejected_transaction_leaves_the_rules_untouched() {
         rules: vec![Rule::verdict(Verdict::Jump("no-such-chain".to_string()))],
     });
     let error = node
-        .exec(|| syncer.sync(&bad))
+        .exec(|| syncer.sync(bad.clone()))
         .expect_err("the kernel must refuse a jump to a missing chain");
     let message = error.to_string();
     assert!(
@@ -114,7 +113,9 @@ fn a_rejected_transaction_leaves_the_rules_untouched() {
     );
 
     // The next sync reads the kernel back and succeeds.
-    let report = node.exec(|| syncer.sync(&good)).expect("recovery sync");
+    let report = node
+        .exec(|| syncer.sync(good.clone()))
+        .expect("recovery sync");
     assert!(report.full, "a sync after a failure reads the kernel back");
     assert_eq!(
         report.operations, 0,
@@ -132,13 +133,14 @@ fn a_full_resync_repairs_drift() {
     let desired = rules(&kproxy_synthetic::cluster(30, 3));
     let want = fresh_listing(&fresh, &desired);
     let mut syncer = Syncer::default();
-    node.exec(|| syncer.sync(&desired)).expect("first sync");
+    node.exec(|| syncer.sync(desired.clone()))
+        .expect("first sync");
 
     // Someone empties a chain and deletes a dispatch element: the diff repairs both.
     let flush = node.run("nft", &["flush", "chain", "ip", "kproxy", "services"]);
     assert!(flush.status.success());
     node.exec(|| syncer.resync());
-    let report = node.exec(|| syncer.sync(&desired)).expect("resync");
+    let report = node.exec(|| syncer.sync(desired.clone())).expect("resync");
     assert!(report.full && report.operations > 0);
     assert_eq!(normalized_ruleset(&node, &[]), want);
 
@@ -149,7 +151,7 @@ fn a_full_resync_repairs_drift() {
     );
     assert!(add.status.success());
     node.exec(|| syncer.resync());
-    node.exec(|| syncer.sync(&desired)).expect("resync");
+    node.exec(|| syncer.sync(desired.clone())).expect("resync");
     assert_eq!(normalized_ruleset(&node, &[]), want);
 }
 
@@ -172,7 +174,7 @@ fn adopting_a_table_keeps_session_affinity_state() {
         .find(|s| s.timeout.is_some())
         .map(|s| s.name.clone())
         .expect("an affinity set");
-    node.exec(|| Syncer::default().sync(&desired))
+    node.exec(|| Syncer::default().sync(desired.clone()))
         .expect("first run");
     let add = node.run(
         "nft",
@@ -193,7 +195,7 @@ fn adopting_a_table_keeps_session_affinity_state() {
 
     // A restarted kproxy adopts the table: nothing to send, the client stays pinned.
     let report = node
-        .exec(|| Syncer::adopt().and_then(|mut s| s.sync(&desired)))
+        .exec(|| Syncer::adopt().and_then(|mut s| s.sync(desired.clone())))
         .expect("second run");
     assert_eq!(report.operations, 0);
     let listed = node.run("nft", &["list", "set", "ip", "kproxy", &affinity_set]);

@@ -17,7 +17,7 @@ pub fn run(args: &InputArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let mut syncer = Syncer::adopt().context("reading kproxy's tables from the kernel")?;
     let report = syncer
-        .sync(&compiled.ruleset)
+        .sync(compiled.ruleset)
         .context("programming the kernel (the previous rules are unchanged)")?;
     let elapsed = start.elapsed();
     // Rules first, then flows: a cleared UDP flow is re-created by its next datagram, which

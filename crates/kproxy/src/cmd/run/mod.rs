@@ -294,7 +294,7 @@ fn sync(
     }
     let ruleset = kproxy_compiler::compile(&translated.state, options);
     let report = syncer
-        .sync(&ruleset)
+        .sync(ruleset)
         .context("programming the kernel (the previous rules are unchanged)")?;
     // Rules first, then flows: a cleared UDP flow is re-created by its next datagram, which
     // must meet the new rules.
@@ -319,7 +319,7 @@ fn sync(
         ),
     }
     // Chains emptied by this transaction are deleted by the next one.
-    let follow_up = !syncer.plan(&ruleset).operations.is_empty();
+    let follow_up = syncer.has_stale_chains();
     if follow_up {
         tracing::debug!("chains left to delete: another sync follows");
     }
