@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use kproxy_model::{IpFamily, Protocol, ProxyState};
+use kproxy_model::{Protocol, ProxyState};
 use kproxy_syncer::conntrack::{self, Destination, ServiceTarget};
 
 /// One target per destination of every UDP and SCTP Service port, per family, including
@@ -40,10 +40,7 @@ pub fn targets(state: &ProxyState) -> Vec<ServiceTarget> {
                 .collect();
             if let Some(node_port) = port.node_port {
                 destinations.push(Destination::NodePort {
-                    family: match family.family {
-                        IpFamily::V4 => conntrack::IpFamily::V4,
-                        IpFamily::V6 => conntrack::IpFamily::V6,
-                    },
+                    family: family.family,
                     port: node_port,
                 });
             }
