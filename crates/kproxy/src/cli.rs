@@ -57,6 +57,9 @@ pub struct RunArgs {
     /// Where /healthz and /livez are served; empty disables them.
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:10256", value_parser = parse_bind_address)]
     pub healthz_bind_address: BindAddress,
+    /// Where /metrics (Prometheus text) is served; empty disables it.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249", value_parser = parse_bind_address)]
+    pub metrics_bind_address: BindAddress,
 }
 
 /// A listening address, or none (the flag was empty).

@@ -37,9 +37,15 @@ fn service(name: &str, ip: &str, port: u16) -> Value {
 }
 
 fn slice(name: &str, service: &str, addresses: &[&str]) -> Value {
-    let endpoints: Vec<Value> = addresses
+    let on_a: Vec<(&str, &str)> = addresses.iter().map(|ip| (*ip, "node-a")).collect();
+    slice_on(name, service, &on_a)
+}
+
+/// A slice whose endpoints are `(address, nodeName)`.
+fn slice_on(name: &str, service: &str, endpoints: &[(&str, &str)]) -> Value {
+    let endpoints: Vec<Value> = endpoints
         .iter()
-        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": "node-a"}))
+        .map(|(ip, node)| json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": node}))
         .collect();
     json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -188,16 +194,80 @@ fn kproxy_table(ns: &NetNs) -> Option<String> {
 
 /// One HTTP/1.1 GET from inside `ns`: status code and body.
 fn http_get(ns: &NetNs, addr: &str, path: &str) -> Option<(u16, String)> {
+    http_exchange(ns, addr, path)
+        .ok()
+        .map(|(code, _, body)| (code, body))
+}
+
+/// One HTTP/1.1 GET from inside `ns`: status code, head and body, or the connect error.
+fn http_exchange(ns: &NetNs, addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
     ns.exec(|| {
-        let mut stream = TcpStream::connect(addr).ok()?;
-        stream.set_read_timeout(Some(WAIT)).ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
+        let bad = || std::io::Error::other("malformed response");
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(WAIT))?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
         let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        let code = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, body.to_string()))
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response.split_once("\r\n\r\n").ok_or_else(bad)?;
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(bad)?;
+        Ok((code, head.to_string(), body.to_string()))
     })
+}
+
+/// A scrape of Prometheus text (0.0.4 or OpenMetrics), parsed: sample name with its label
+/// set as written (`name{a="b"}`) → value; every sample's metric has a `# TYPE` line.
+fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut types = std::collections::BTreeMap::new();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        // `name{labels} value [timestamp]`; label values here contain no spaces or braces.
+        let (series, rest) = match line.find('}') {
+            Some(end) => (&line[..=end], line[end + 1..].trim()),
+            None => line.split_once(' ').expect("name value"),
+        };
+        let value = rest.split_whitespace().next().expect("a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let name = series.split('{').next().unwrap();
+        let family = ["_bucket", "_count", "_sum", "_total", "_created"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| types.contains_key(*base))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "{line:?} has no # TYPE");
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "{series} twice"
+        );
+    }
+    samples
+}
+
+/// Scrapes `/metrics` at `addr` in `ns`.
+fn scrape(ns: &NetNs, addr: &str) -> Option<std::collections::BTreeMap<String, f64>> {
+    let (code, body) = http_get(ns, addr, "/metrics")?;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    Some(parse_metrics(&body))
 }
 
 const WEB_CHAIN: &str = "service-default/web/tcp/http";
@@ -236,6 +306,8 @@ fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
             "2s",
             "--healthz-bind-address",
             "127.0.0.1:10256",
+            "--metrics-bind-address",
+            "127.0.0.1:10249",
         ],
     );
 
@@ -267,12 +339,74 @@ fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
     let (code, _) = http_get(&ns, "127.0.0.1:10256", "/nothing").expect("an answer");
     assert_eq!(code, 404);
 
+    // Metrics after the first sync.
+    let before = daemon.eventually("/metrics after a sync", || {
+        scrape(&ns, "127.0.0.1:10249")
+            .filter(|m| m.get("kubeproxy_sync_proxy_rules_duration_seconds_count") >= Some(&1.0))
+    });
+    for series in [
+        "kubeproxy_sync_full_proxy_rules_duration_seconds_count",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+        "kproxy_sync_operations_count",
+        "kproxy_sync_transaction_bytes_sum",
+        "kproxy_sync_transaction_seconds_count",
+    ] {
+        assert!(before.get(series) > Some(&0.0), "{series}: {before:?}");
+    }
+    for series in [
+        "kproxy_sync_failures_total",
+        "kproxy_conntrack_entries_deleted_total",
+        "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+        "kubeproxy_sync_proxy_rules_service_changes_total",
+        "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}",
+        "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}",
+    ] {
+        assert_eq!(before.get(series), Some(&0.0), "{series}: {before:?}");
+    }
+    let bucket = "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"+Inf\"}";
+    assert_eq!(
+        before.get(bucket),
+        before.get("kubeproxy_sync_proxy_rules_duration_seconds_count"),
+        "{before:?}"
+    );
+    assert_eq!(
+        http_get(&ns, "127.0.0.1:10249", "/other").map(|(code, _)| code),
+        Some(404)
+    );
+
     // An endpoint added to a slice reaches the kernel's endpoint map.
     api.apply(&slice("web-1", "web", &["10.244.1.10", "10.244.2.20"]))
         .expect("stored");
     daemon.eventually("the new endpoint", || {
         kproxy_table(&ns).filter(|t| t.contains("10.244.2.20 . 8080"))
     });
+
+    // ... and moves the sync metrics: one more sync, a partial one, counted as an endpoint
+    // change (the Service object did not change).
+    let count = "kubeproxy_sync_proxy_rules_duration_seconds_count";
+    let after = daemon.eventually("/metrics after the slice change", || {
+        scrape(&ns, "127.0.0.1:10249").filter(|m| {
+            m.get(count) > before.get(count)
+                && m.get("kubeproxy_sync_proxy_rules_endpoint_changes_total") >= Some(&1.0)
+        })
+    });
+    assert!(
+        after.get("kubeproxy_sync_partial_proxy_rules_duration_seconds_count") >= Some(&1.0),
+        "{after:?}"
+    );
+    assert_eq!(
+        after.get("kubeproxy_sync_proxy_rules_service_changes_total"),
+        Some(&0.0),
+        "{after:?}"
+    );
+    assert!(
+        after.get("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds") > Some(&0.0),
+        "{after:?}"
+    );
+    assert!(
+        after.get("kproxy_sync_operations_count") > before.get("kproxy_sync_operations_count"),
+        "{after:?}"
+    );
 
     // A deleted Service disappears; the other stays.
     api.delete(Resource::Services, "default", "api")
@@ -356,5 +490,149 @@ fn run_is_unhealthy_while_it_cannot_sync_and_stops_on_sigint() {
         "nothing is programmed before the caches sync"
     );
     let status = daemon.stop("-INT");
+    assert!(status.success(), "exit {status}:\n{}", daemon.log());
+}
+
+/// A LoadBalancer Service with `externalTrafficPolicy: Local` and a healthCheckNodePort.
+fn local_lb_service(name: &str, ip: &str, health_check_node_port: u16) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "clusterIP": ip, "clusterIPs": [ip],
+                 "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                 "externalTrafficPolicy": "Local",
+                 "healthCheckNodePort": health_check_node_port,
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080,
+                            "nodePort": 30080}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}},
+    })
+}
+
+#[test]
+fn run_serves_health_check_node_ports_as_services_change() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let ns = NetNs::new("run-hcnp");
+    ns.ip_batch("link set lo up\n");
+    let api = InNs::start(&ns);
+    api.apply(&node("node-a", "192.168.10.11")).expect("stored");
+    let mut daemon = Daemon::start(
+        &ns,
+        &[
+            "--master",
+            &api.url(),
+            "--hostname-override",
+            "node-a",
+            "--min-sync-period",
+            "0",
+            "--healthz-bind-address",
+            "",
+            "--metrics-bind-address",
+            "127.0.0.1:10249",
+        ],
+    );
+    daemon.eventually("the first sync", || {
+        scrape(&ns, "127.0.0.1:10249")
+            .filter(|m| m.get("kubeproxy_sync_proxy_rules_duration_seconds_count") >= Some(&1.0))
+    });
+    let check = "127.0.0.1:30100";
+    assert_eq!(
+        http_exchange(&ns, check, "/").map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "no server before the Service exists"
+    );
+
+    // A Service with a local ready endpoint: 200, one local endpoint.
+    api.apply(&local_lb_service("lb", "10.96.100.20", 30100))
+        .expect("stored");
+    api.apply(&slice_on(
+        "lb-1",
+        "lb",
+        &[("10.244.1.30", "node-a"), ("10.244.2.30", "node-b")],
+    ))
+    .expect("stored");
+    let (code, head, body) = daemon.eventually("the health check to pass", || {
+        http_exchange(&ns, check, "/")
+            .ok()
+            .filter(|(code, _, _)| *code == 200)
+    });
+    assert_eq!(code, 200);
+    let body: Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(
+        body,
+        json!({"service": {"namespace": "default", "name": "lb"},
+               "localEndpoints": 1, "serviceProxyHealthy": true})
+    );
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case("X-Load-Balancing-Endpoint-Weight: 1")),
+        "{head}"
+    );
+    // Local policy with a local endpoint: nothing is counted as lacking one.
+    let metrics = scrape(&ns, "127.0.0.1:10249").expect("metrics");
+    assert_eq!(
+        metrics.get(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}"
+        ),
+        Some(&0.0),
+        "{metrics:?}"
+    );
+
+    // The local endpoint goes: 503, none local.
+    api.apply(&slice_on("lb-1", "lb", &[("10.244.2.30", "node-b")]))
+        .expect("stored");
+    let (_, head, body) = daemon.eventually("the health check to fail", || {
+        http_exchange(&ns, check, "/")
+            .ok()
+            .filter(|(code, _, _)| *code == 503)
+    });
+    let body: Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(body["localEndpoints"], 0, "{body}");
+    assert_eq!(body["serviceProxyHealthy"], true, "{body}");
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case("X-Load-Balancing-Endpoint-Weight: 0")),
+        "{head}"
+    );
+    let metrics = daemon.eventually("the no-local-endpoints gauge", || {
+        scrape(&ns, "127.0.0.1:10249").filter(|m| {
+            m.get(
+                "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}",
+            ) == Some(&1.0)
+        })
+    });
+    assert_eq!(
+        metrics.get(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}"
+        ),
+        Some(&0.0),
+        "{metrics:?}"
+    );
+
+    // The port moves with the Service.
+    api.apply(&local_lb_service("lb", "10.96.100.20", 30101))
+        .expect("stored");
+    daemon.eventually("the health check on the new port", || {
+        http_exchange(&ns, "127.0.0.1:30101", "/")
+            .ok()
+            .filter(|(code, _, _)| *code == 503)
+    });
+    assert_eq!(
+        http_exchange(&ns, check, "/").map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "the old port is closed"
+    );
+
+    // The Service goes: so does its server.
+    api.delete(Resource::Services, "default", "lb")
+        .expect("deleted");
+    daemon.eventually("the health check server to close", || {
+        match http_exchange(&ns, "127.0.0.1:30101", "/") {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        }
+    });
+    let status = daemon.stop("-TERM");
     assert!(status.success(), "exit {status}:\n{}", daemon.log());
 }

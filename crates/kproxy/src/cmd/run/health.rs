@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::jiff::Timestamp;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+
+use super::http::{Handler, Request, Response};
 
 /// What the health endpoints report; shared by the sync loop and the HTTP server.
 #[derive(Debug)]
@@ -78,14 +78,24 @@ impl Health {
         }
     }
 
-    /// The current answer: kube-proxy's JSON body.
-    pub fn status(&self) -> Status {
+    /// True unless an update has waited longer than the timeout.
+    pub fn healthy(&self) -> bool {
         let state = self.lock();
+        self.healthy_in(&state)
+    }
+
+    fn healthy_in(&self, state: &State) -> bool {
         let oldest = match (state.queued, state.in_flight) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let healthy = oldest.is_none_or(|since| since.elapsed() <= self.timeout);
+        oldest.is_none_or(|since| since.elapsed() <= self.timeout)
+    }
+
+    /// The current answer: kube-proxy's JSON body.
+    pub fn status(&self) -> Status {
+        let state = self.lock();
+        let healthy = self.healthy_in(&state);
         // Go's zero time, as kube-proxy prints before its first sync.
         let last_updated = state
             .last_updated
@@ -102,76 +112,15 @@ impl Health {
     }
 }
 
-/// Serves the health endpoints on `listener` until the runtime stops.
-pub async fn serve(listener: TcpListener, health: Arc<Health>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(respond(stream, Arc::clone(&health)));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "healthz: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Answers one request and closes the connection.
-async fn respond(mut stream: TcpStream, health: Arc<Health>) {
-    let Ok(Some(head)) = tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream)).await
-    else {
-        return;
-    };
-    let mut request_line = head.lines().next().unwrap_or("").split_whitespace();
-    let method = request_line.next().unwrap_or("");
-    let target = request_line.next().unwrap_or("");
-    let path = target.split('?').next().unwrap_or("");
-    let (status, body) = match (method, path) {
-        ("GET" | "HEAD", "/healthz" | "/livez") => {
+/// Answers `/healthz` and `/livez`.
+pub fn handler(health: Arc<Health>) -> Handler {
+    Arc::new(move |request: &Request| match request.path.as_str() {
+        "/healthz" | "/livez" => {
             let status = health.status();
-            let code = if status.healthy {
-                "200 OK"
-            } else {
-                "503 Service Unavailable"
-            };
-            (code, status.body)
+            Response::json(status.healthy, status.body)
         }
-        ("GET" | "HEAD", _) => ("404 Not Found", "404 page not found\n".to_string()),
-        _ => ("405 Method Not Allowed", String::new()),
-    };
-    let content_type = if body.starts_with('{') {
-        "application/json"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if method != "HEAD" {
-        response.push_str(&body);
-    }
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
-}
-
-/// Reads up to the end of the request head (at most 8 KiB); `None` if the client gave up.
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        if buf.len() > 8192 {
-            return None;
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            // Some probes send only the request line; answer what we have.
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some(String::from_utf8_lossy(&buf).into_owned())
+        _ => Response::not_found(),
+    })
 }
 
 #[cfg(test)]

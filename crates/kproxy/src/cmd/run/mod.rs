@@ -8,7 +8,11 @@
 //! exit 0, leaving the rules in the kernel.
 
 mod health;
+mod http;
+mod metrics;
+mod service_health;
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,11 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kproxy_compiler::Options;
 use kproxy_syncer::Syncer;
-use kproxy_watcher::{Snapshot, Update, WatcherHandle};
+use kproxy_watcher::{ServiceKey, Snapshot, Update, WatcherHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 
 use self::health::Health;
+use self::metrics::Metrics;
+use self::service_health::{ServiceCheck, ServiceHealthServers};
 use super::config;
 use crate::cli::RunArgs;
 use crate::{conntrack_targets, hostname};
@@ -57,8 +63,24 @@ async fn daemon(args: &RunArgs, options: Options, node_name: String) -> anyhow::
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr} (--healthz-bind-address)"))?;
-        tokio::spawn(health::serve(listener, Arc::clone(&health)));
+        tokio::spawn(http::serve(
+            listener,
+            "healthz",
+            health::handler(Arc::clone(&health)),
+        ));
         tracing::info!(%addr, "serving /healthz and /livez");
+    }
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = args.metrics_bind_address.0 {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (--metrics-bind-address)"))?;
+        tokio::spawn(http::serve(
+            listener,
+            "metrics",
+            metrics::handler(Arc::clone(&metrics)),
+        ));
+        tracing::info!(%addr, "serving /metrics");
     }
     // Adopt what an earlier kproxy left, as `kproxy apply` does: its rules stay in force and
     // the first sync sends only the difference.
@@ -75,9 +97,13 @@ async fn daemon(args: &RunArgs, options: Options, node_name: String) -> anyhow::
         args,
         options: Arc::new(options),
         node_name: Arc::from(node_name),
+        service_health: ServiceHealthServers::new(Arc::clone(&health)),
         health,
+        metrics,
         syncer: Some(syncer),
         in_flight: None,
+        last_snapshot: None,
+        changed: BTreeSet::new(),
     };
     sync_loop.run(watcher, updates, &mut stop).await
 }
@@ -137,6 +163,8 @@ struct Synced {
     /// The kernel is not yet equal to the ruleset: chains this sync flushed are deleted by the
     /// next transaction (see the syncer), so another sync is due.
     follow_up: bool,
+    /// The healthCheckNodePort servers the synced state asks for.
+    service_checks: Vec<ServiceCheck>,
 }
 
 struct SyncLoop<'a> {
@@ -144,9 +172,15 @@ struct SyncLoop<'a> {
     options: Arc<Options>,
     node_name: Arc<str>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    service_health: ServiceHealthServers,
     /// `None` while a sync job owns it.
     syncer: Option<Syncer>,
     in_flight: Option<JoinHandle<JobResult>>,
+    /// What the previous sync programmed from, to tell Service from EndpointSlice changes.
+    last_snapshot: Option<Snapshot>,
+    /// Services changed since the previous sync started.
+    changed: BTreeSet<ServiceKey>,
 }
 
 impl SyncLoop<'_> {
@@ -196,9 +230,11 @@ impl SyncLoop<'_> {
                             self.health.sync_succeeded();
                             retry_at = None;
                             dirty |= synced.follow_up;
+                            self.service_health.reconcile(synced.service_checks).await;
                         }
                         Err(error) => {
                             self.health.sync_failed();
+                            self.metrics.sync_failed();
                             dirty = true;
                             retry_at = Some(Instant::now() + self.args.sync_period);
                             tracing::error!(
@@ -222,6 +258,8 @@ impl SyncLoop<'_> {
                         );
                         dirty = true;
                         self.health.queued();
+                        self.metrics.queued();
+                        self.changed.extend(changes.services);
                     }
                     None => anyhow::bail!("the watches ended"),
                 },
@@ -255,13 +293,22 @@ impl SyncLoop<'_> {
         let mut syncer = self.syncer.take().expect("no sync in flight");
         let options = Arc::clone(&self.options);
         let node_name = Arc::clone(&self.node_name);
+        let metrics = Arc::clone(&self.metrics);
         self.health.sync_started();
+        let changed = std::mem::take(&mut self.changed);
+        if let Some(before) = &self.last_snapshot {
+            let (services, endpoints) = metrics::classify_changes(before, &snapshot, &changed);
+            self.metrics.changes(services, endpoints);
+        }
+        self.last_snapshot = Some(snapshot.clone());
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
             // Right after adopt the kernel was just read; otherwise a full sync reads it again.
             if full && !adopted {
                 syncer.resync();
             }
-            let outcome = sync(&mut syncer, &snapshot, &node_name, &options, full);
+            let outcome = sync(&mut syncer, &snapshot, &node_name, &options, full, &metrics);
+            metrics.sync_ended(full, start.elapsed());
             (syncer, outcome)
         }));
     }
@@ -274,6 +321,7 @@ fn sync(
     node_name: &str,
     options: &Options,
     full: bool,
+    metrics: &Metrics,
 ) -> anyhow::Result<Synced> {
     let span = tracing::info_span!(
         "sync",
@@ -296,6 +344,8 @@ fn sync(
     let report = syncer
         .sync(ruleset)
         .context("programming the kernel (the previous rules are unchanged)")?;
+    metrics.transaction(&report);
+    metrics.synced(&translated.state);
     // Rules first, then flows: a cleared UDP flow is re-created by its next datagram, which
     // must meet the new rules.
     let cleared =
@@ -303,6 +353,9 @@ fn sync(
     let duration = start.elapsed();
     span.record("duration", tracing::field::debug(duration));
     span.record("operations", report.operations);
+    if let Ok(cleared) = &cleared {
+        metrics.conntrack_deleted(cleared.deleted);
+    }
     match cleared {
         Ok(cleared) => tracing::info!(
             service_ports = translated.state.ports.len(),
@@ -323,7 +376,11 @@ fn sync(
     if follow_up {
         tracing::debug!("chains left to delete: another sync follows");
     }
-    Ok(Synced { follow_up })
+    let service_checks = service_health::wanted(&translated.state, snapshot, node_name);
+    Ok(Synced {
+        follow_up,
+        service_checks,
+    })
 }
 
 /// Awaits the job if there is one; otherwise never completes.
