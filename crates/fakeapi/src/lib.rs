@@ -245,15 +245,7 @@ impl FakeApiServer {
     /// Deletes an object (`namespace` is ignored for Nodes); returns its last state, or `None`
     /// when it did not exist.
     pub fn delete(&self, resource: Resource, namespace: &str, name: &str) -> Option<Value> {
-        let key = Key {
-            resource,
-            namespace: if resource.namespaced() {
-                namespace.to_string()
-            } else {
-                String::new()
-            },
-            name: name.to_string(),
-        };
+        let key = Key::of(resource, namespace, name);
         let deleted = self.shared.lock().store.delete(&key);
         self.shared.changed.notify_all();
         deleted
@@ -261,15 +253,7 @@ impl FakeApiServer {
 
     /// The stored object, if any.
     pub fn get(&self, resource: Resource, namespace: &str, name: &str) -> Option<Value> {
-        let key = Key {
-            resource,
-            namespace: if resource.namespaced() {
-                namespace.to_string()
-            } else {
-                String::new()
-            },
-            name: name.to_string(),
-        };
+        let key = Key::of(resource, namespace, name);
         self.shared.lock().store.get(&key).cloned()
     }
 

@@ -19,6 +19,21 @@ pub(crate) struct Key {
     pub(crate) name: String,
 }
 
+impl Key {
+    /// The key of `namespace/name`; cluster-scoped resources ignore the namespace.
+    pub(crate) fn of(resource: Resource, namespace: &str, name: &str) -> Key {
+        Key {
+            resource,
+            namespace: if resource.namespaced() {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
+    }
+}
+
 /// One write: the object before and after it (`None`: absent).
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
