@@ -1,10 +1,15 @@
 //! Command-line flags. Names follow kube-proxy's where the meaning is the same.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{
+    ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum,
+};
 
 /// A Kubernetes Service proxy: compiles Services and EndpointSlices into nftables rules.
 #[derive(Debug, Parser)]
@@ -34,9 +39,42 @@ pub enum Command {
     Run(RunArgs),
 }
 
+/// Parses the process's arguments (exits on an error, as clap does).
+pub fn parse() -> Cli {
+    parse_from(std::env::args_os()).unwrap_or_else(|error| error.exit())
+}
+
+/// Parses `argv` (program name first), noting which `run` flags the command line gave.
+pub fn parse_from<I, T>(argv: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Command::Run(args), Some(("run", sub))) = (&mut cli.command, matches.subcommand()) {
+        args.given = given(sub);
+    }
+    Ok(cli)
+}
+
+/// Ids of the arguments whose value came from the command line.
+fn given(matches: &ArgMatches) -> BTreeSet<String> {
+    matches
+        .ids()
+        .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
 /// Flags of `kproxy run`, named as kube-proxy's.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// A KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1, as kubeadm writes
+    /// it). Flags given on the command line win over it; fields kproxy does not read are
+    /// warned about by name.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// kubeconfig file with the API server's address and credentials. Default: the in-cluster
     /// service account, else `$KUBECONFIG` or `~/.kube/config`.
     #[arg(long, value_name = "PATH")]
@@ -60,6 +98,9 @@ pub struct RunArgs {
     /// Where /metrics (Prometheus text) is served; empty disables it.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249", value_parser = parse_bind_address)]
     pub metrics_bind_address: BindAddress,
+    /// Ids of the flags above that the command line gave (filled by [`parse_from`]).
+    #[arg(skip)]
+    pub given: BTreeSet<String>,
 }
 
 /// A listening address, or none (the flag was empty).
@@ -91,7 +132,7 @@ pub struct InputArgs {
 }
 
 /// Flags that shape the rules, shared by every command that compiles.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ProxyFlags {
     /// Which backend's rules to produce.
     #[arg(long, value_enum, default_value_t = ProxyMode::Nftables)]
@@ -166,7 +207,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses `IP:PORT` (`[IPv6]:PORT`); empty means none.
-fn parse_bind_address(text: &str) -> Result<BindAddress, String> {
+pub fn parse_bind_address(text: &str) -> Result<BindAddress, String> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(BindAddress(None));

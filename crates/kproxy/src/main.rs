@@ -9,10 +9,8 @@ mod input;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     // The daemon logs what it does (info) by default; the one-shot commands only problems.
     let daemon = matches!(cli.command, cli::Command::Run(_));
     init_logging(cli.verbose + u8::from(daemon));

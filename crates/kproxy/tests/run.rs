@@ -517,19 +517,28 @@ fn run_serves_health_check_node_ports_as_services_change() {
     ns.ip_batch("link set lo up\n");
     let api = InNs::start(&ns);
     api.apply(&node("node-a", "192.168.10.11")).expect("stored");
+    // The node name and the metrics address come from a KubeProxyConfiguration; the
+    // command line's --min-sync-period wins over the file's.
+    let config = std::env::temp_dir().join(format!("{}-config.yaml", ns.name()));
+    std::fs::write(
+        &config,
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+         hostnameOverride: node-a\nmetricsBindAddress: 127.0.0.1:10249\n\
+         healthzBindAddress: 127.0.0.1:10256\nnftables:\n  minSyncPeriod: 1m\n\
+         notAField: 1\n",
+    )
+    .expect("writing the config file");
     let mut daemon = Daemon::start(
         &ns,
         &[
             "--master",
             &api.url(),
-            "--hostname-override",
-            "node-a",
+            "--config",
+            config.to_str().unwrap(),
             "--min-sync-period",
             "0",
             "--healthz-bind-address",
             "",
-            "--metrics-bind-address",
-            "127.0.0.1:10249",
         ],
     );
     daemon.eventually("the first sync", || {
@@ -633,6 +642,43 @@ fn run_serves_health_check_node_ports_as_services_change() {
             _ => None,
         }
     });
+    assert!(
+        http_get(&ns, "127.0.0.1:10256", "/healthz").is_none(),
+        "--healthz-bind-address \"\" wins over the file"
+    );
     let status = daemon.stop("-TERM");
     assert!(status.success(), "exit {status}:\n{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.contains("notAField: unknown field"), "{log}");
+    let _ = std::fs::remove_file(&config);
+}
+
+#[test]
+fn run_rejects_a_bad_config_file() {
+    let dir = std::env::temp_dir().join(format!("kproxy-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+         nftables:\n  syncPeriod: soon\n",
+    )
+    .expect("writing");
+    let missing = dir.join("missing.yaml");
+    for (path, needle) in [
+        (&bad, "nftables.syncPeriod"),
+        (&missing, "reading --config"),
+    ] {
+        let out = support::kproxy(&[
+            "run",
+            "--master",
+            "http://127.0.0.1:1",
+            "--config",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", path.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,6 +7,7 @@
 //! on a blocking thread; SIGTERM and SIGINT stop the watches, let a sync in flight finish and
 //! exit 0, leaving the rules in the kernel.
 
+mod config_file;
 mod health;
 mod http;
 mod metrics;
@@ -35,6 +36,23 @@ use crate::{conntrack_targets, hostname};
 const FULL_RESYNC_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let mut args = args.clone();
+    if let Some(path) = args.config.clone() {
+        let file = match config_file::read(&path) {
+            Ok(file) => file,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        for warning in &file.warnings {
+            tracing::warn!(config = %path.display(), "{warning}");
+        }
+        let given = args.given.clone();
+        file.apply(&mut args, &given);
+        tracing::info!(config = %path.display(), "read the KubeProxyConfiguration (flags on the command line win)");
+    }
+    let args = &args;
     let options = match config::options(&args.proxy) {
         Ok(options) => options,
         Err(problems) => {
