@@ -68,6 +68,39 @@ use changes::{Cache, Shared};
 pub const PROXIED_SELECTOR: &str =
     "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name";
 
+/// One kind of request the watcher makes to the API server: `verbs` on `resource` in API
+/// `group`, as an RBAC rule names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiAccess {
+    /// The API group: `""` for the core group.
+    pub group: &'static str,
+    /// The resource, plural and lower-case as in URL paths (`services`).
+    pub resource: &'static str,
+    /// The RBAC verbs (`list`, `watch`).
+    pub verbs: &'static [&'static str],
+}
+
+/// Every request [`WatcherHandle::start`] makes: list and watch, cluster-wide, on Services,
+/// EndpointSlices and Nodes (this node's only, by field selector, but RBAC cannot narrow a
+/// list to one name). The kproxy ClusterRole in `manifests/` grants exactly this.
+pub const API_ACCESS: &[ApiAccess] = &[
+    ApiAccess {
+        group: "",
+        resource: "services",
+        verbs: &["list", "watch"],
+    },
+    ApiAccess {
+        group: "discovery.k8s.io",
+        resource: "endpointslices",
+        verbs: &["list", "watch"],
+    },
+    ApiAccess {
+        group: "",
+        resource: "nodes",
+        verbs: &["list", "watch"],
+    },
+];
+
 /// The running watches. Dropping it stops them and ends [`Updates`].
 #[derive(Debug)]
 pub struct WatcherHandle {
@@ -181,5 +214,131 @@ mod tests {
             PROXIED_SELECTOR,
             format!("!{HEADLESS_LABEL},!{SERVICE_PROXY_NAME_LABEL}")
         );
+    }
+
+    /// `API_ACCESS`'s entry for the resource of `K`, by k8s-openapi's group and plural.
+    fn access_for<K: k8s_openapi::Resource>() -> &'static ApiAccess {
+        let mut matching = API_ACCESS
+            .iter()
+            .filter(|a| a.group == K::GROUP && a.resource == K::URL_PATH_SEGMENT);
+        let access = matching
+            .next()
+            .unwrap_or_else(|| panic!("API_ACCESS has no entry for {}", K::KIND));
+        assert!(matching.next().is_none(), "{} listed twice", K::KIND);
+        access
+    }
+
+    #[test]
+    fn api_access_names_the_watched_types() {
+        // The three types `start` builds an `Api` for, and nothing else.
+        let watched = [
+            access_for::<Service>(),
+            access_for::<EndpointSlice>(),
+            access_for::<Node>(),
+        ];
+        assert_eq!(API_ACCESS.len(), watched.len());
+        for access in API_ACCESS {
+            assert_eq!(access.verbs, ["list", "watch"], "{access:?}");
+        }
+    }
+
+    /// The fake's resources, with the group of the k8s-openapi type the watcher uses.
+    const RESOURCES: &[(kproxy_fakeapi::Resource, &str)] = &[
+        (
+            kproxy_fakeapi::Resource::Services,
+            <Service as k8s_openapi::Resource>::GROUP,
+        ),
+        (
+            kproxy_fakeapi::Resource::EndpointSlices,
+            <EndpointSlice as k8s_openapi::Resource>::GROUP,
+        ),
+        (
+            kproxy_fakeapi::Resource::Nodes,
+            <Node as k8s_openapi::Resource>::GROUP,
+        ),
+    ];
+
+    /// The fake's request kinds, by RBAC verb.
+    const VERBS: &[(kproxy_fakeapi::Verb, &str)] = &[
+        (kproxy_fakeapi::Verb::List, "list"),
+        (kproxy_fakeapi::Verb::Watch, "watch"),
+        (kproxy_fakeapi::Verb::Get, "get"),
+    ];
+
+    fn declared(fake: kproxy_fakeapi::Resource, group: &str) -> &'static ApiAccess {
+        API_ACCESS
+            .iter()
+            .find(|a| a.group == group && a.resource == fake.plural())
+            .unwrap_or_else(|| panic!("API_ACCESS has no entry for {}", fake.plural()))
+    }
+
+    /// The verbs of `API_ACCESS` against the requests the watcher really makes, counted by
+    /// the fake API server: from start through the initial list, a change and a relist.
+    #[test]
+    fn api_access_is_what_the_watcher_requests() {
+        use kproxy_fakeapi::FakeApiServer;
+        use std::time::Duration;
+
+        let server = FakeApiServer::start().expect("the fake API server starts");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let url = server.url().parse().expect("the fake's URL is a URI");
+            let client = Client::try_from(kube::Config::new(url)).expect("a client");
+            let (_watcher, mut updates) = WatcherHandle::start(client, "node-a").expect("start");
+            let wait = Duration::from_secs(10);
+            let first = tokio::time::timeout(wait, updates.next()).await;
+            assert!(matches!(first, Ok(Some(Update::Synced))), "{first:?}");
+            // A relist (after 410) and re-opened watches must use the same verbs.
+            server.compact();
+            server.drop_watches();
+            server
+                .apply(&serde_json::json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "web", "namespace": "default"},
+                    "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]},
+                }))
+                .expect("apply a Service");
+            let changed = tokio::time::timeout(wait, updates.next()).await;
+            assert!(
+                matches!(changed, Ok(Some(Update::Changed(_)))),
+                "{changed:?}"
+            );
+            // Watches open after their lists, in the background: wait for every declared
+            // request, then a little longer for any undeclared one.
+            let all_declared_made = || {
+                RESOURCES.iter().all(|&(fake, group)| {
+                    declared(fake, group).verbs.iter().all(|name| {
+                        VERBS
+                            .iter()
+                            .any(|&(v, n)| n == *name && server.requests(fake, v) > 0)
+                    })
+                })
+            };
+            let deadline = tokio::time::Instant::now() + wait;
+            while !all_declared_made() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "declared requests never made"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        for &(fake, group) in RESOURCES {
+            let declared = declared(fake, group);
+            for &(verb, name) in VERBS {
+                let made = server.requests(fake, verb) > 0;
+                assert_eq!(
+                    made,
+                    declared.verbs.contains(&name),
+                    "{} {name}: requested {made}, declared {:?}",
+                    fake.plural(),
+                    declared.verbs
+                );
+            }
+        }
     }
 }
