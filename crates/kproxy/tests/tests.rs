@@ -11,6 +11,7 @@
 mod apply;
 mod cli;
 mod golden;
+mod manifests;
 mod run;
 mod support;
 mod traffic;

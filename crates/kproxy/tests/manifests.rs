@@ -1,0 +1,608 @@
+//! The deployment files against the code they deploy: `manifests/` (typed k8s-openapi objects,
+//! RBAC equal to what the watcher requests, probes on the binary's default health port, only
+//! flags the binary has, a complete kustomization) and the `Dockerfile` (two bookworm stages,
+//! a runtime stage that installs every shared library the binary links). Fast; no root.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Container, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kproxy_watcher::API_ACCESS;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize as _, Serialize};
+use serde_json::Value;
+
+/// The namespace every namespaced object lives in.
+const NAMESPACE: &str = "kube-system";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn manifests_dir() -> PathBuf {
+    root().join("manifests")
+}
+
+/// Every object in `manifests/`, typed.
+#[derive(Default)]
+struct Objects {
+    service_accounts: Vec<ServiceAccount>,
+    cluster_roles: Vec<ClusterRole>,
+    bindings: Vec<ClusterRoleBinding>,
+    daemon_sets: Vec<DaemonSet>,
+}
+
+/// The YAML files in `manifests/` (but `kustomization.yaml`), by file name, sorted.
+fn yaml_files() -> Vec<String> {
+    let dir = manifests_dir();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+        .filter(|name| name != "kustomization.yaml")
+        .collect();
+    names.sort();
+    names
+}
+
+/// Deserialises `document` as `T` and insists the typed object says everything the YAML
+/// says: a field k8s-openapi does not know (a typo, a wrong level) would be dropped by the
+/// round trip, and kubectl would drop or refuse it too.
+fn typed<T: DeserializeOwned + Serialize>(document: &Value, whence: &str) -> T {
+    let object: T = serde_json::from_value(document.clone())
+        .unwrap_or_else(|e| panic!("{whence}: not a valid object: {e}"));
+    let back = serde_json::to_value(&object).expect("serialising a k8s-openapi object");
+    if let Some(path) = difference(document, &back, String::new()) {
+        panic!("{whence}: {path} does not survive typing (an unknown or misplaced field?)");
+    }
+    object
+}
+
+/// The first path at which `yaml` and `typed` differ.
+fn difference(yaml: &Value, typed: &Value, path: String) -> Option<String> {
+    match (yaml, typed) {
+        (Value::Object(a), Value::Object(b)) => a
+            .iter()
+            .find_map(|(key, value)| match b.get(key) {
+                Some(other) => difference(value, other, format!("{path}.{key}")),
+                None => Some(format!("{path}.{key}")),
+            })
+            .or_else(|| {
+                b.keys()
+                    .find(|key| !a.contains_key(*key))
+                    .map(|key| format!("{path}.{key} (added)"))
+            }),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| difference(x, y, format!("{path}[{i}]"))),
+        _ => (yaml != typed).then(|| format!("{path} ({yaml} became {typed})")),
+    }
+}
+
+fn load() -> Objects {
+    let mut objects = Objects::default();
+    let files = yaml_files();
+    assert!(!files.is_empty(), "no YAML files in manifests/");
+    for file in files {
+        let path = manifests_dir().join(&file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let whence = format!("manifests/{file}, document {}", index + 1);
+            let yaml = serde_yaml::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{whence}: invalid YAML: {e}"));
+            if yaml.is_null() {
+                continue;
+            }
+            let json = serde_json::to_value(&yaml).unwrap_or_else(|e| panic!("{whence}: {e}"));
+            let api_version = json["apiVersion"].as_str().unwrap_or_default();
+            let kind = json["kind"].as_str().unwrap_or_default();
+            match (api_version, kind) {
+                ("v1", "ServiceAccount") => objects.service_accounts.push(typed(&json, &whence)),
+                ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                    objects.cluster_roles.push(typed(&json, &whence))
+                }
+                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                    objects.bindings.push(typed(&json, &whence))
+                }
+                ("apps/v1", "DaemonSet") => objects.daemon_sets.push(typed(&json, &whence)),
+                _ => panic!("{whence}: unexpected object {api_version:?} {kind:?}"),
+            }
+        }
+    }
+    objects
+}
+
+/// Exactly one object of a kind.
+fn one<'a, T>(objects: &'a [T], kind: &str) -> &'a T {
+    assert_eq!(
+        objects.len(),
+        1,
+        "manifests/ should hold exactly one {kind}"
+    );
+    &objects[0]
+}
+
+fn container(daemon_set: &DaemonSet) -> &Container {
+    let spec = daemon_set.spec.as_ref().expect("DaemonSet spec");
+    let pod = spec.template.spec.as_ref().expect("pod spec");
+    let [container] = pod.containers.as_slice() else {
+        panic!("the DaemonSet should run exactly one container");
+    };
+    container
+}
+
+fn kproxy_help(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_kproxy"))
+        .args(args)
+        .output()
+        .expect("running kproxy");
+    assert!(
+        output.status.success(),
+        "kproxy {args:?} failed: {output:?}"
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 help")
+}
+
+/// The long flags `kproxy run --help` lists (without the dashes).
+fn run_flags() -> BTreeSet<String> {
+    kproxy_help(&["run", "--help"])
+        .lines()
+        .map(str::trim_start)
+        .filter(|line| line.starts_with('-'))
+        .flat_map(|line| line.split([' ', ',']))
+        .filter_map(|token| token.strip_prefix("--"))
+        .map(|flag| flag.trim_end_matches("...").to_string())
+        .collect()
+}
+
+/// The `[default: …]` of one flag in `kproxy run --help`.
+fn run_default(flag: &str) -> String {
+    let help = kproxy_help(&["run", "--help"]);
+    let start = help
+        .lines()
+        .position(|line| line.trim_start().starts_with(&format!("--{flag} ")))
+        .unwrap_or_else(|| panic!("run --help has no --{flag}"));
+    help.lines()
+        .skip(start + 1)
+        .take_while(|line| !line.trim_start().starts_with('-'))
+        .find_map(|line| line.trim().strip_prefix("[default: "))
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("run --help shows no default for --{flag}"))
+        .to_string()
+}
+
+#[test]
+fn every_manifest_is_a_typed_object_in_kube_system() {
+    let objects = load();
+    let account = one(&objects.service_accounts, "ServiceAccount");
+    one(&objects.cluster_roles, "ClusterRole");
+    one(&objects.bindings, "ClusterRoleBinding");
+    let daemon_set = one(&objects.daemon_sets, "DaemonSet");
+    for namespace in [&account.metadata.namespace, &daemon_set.metadata.namespace] {
+        assert_eq!(namespace.as_deref(), Some(NAMESPACE));
+    }
+}
+
+#[test]
+fn the_cluster_role_grants_exactly_what_the_watcher_requests() {
+    let objects = load();
+    let role = one(&objects.cluster_roles, "ClusterRole");
+    let mut granted = BTreeSet::new();
+    for rule in role.rules.as_deref().unwrap_or_default() {
+        assert!(rule.resource_names.is_none(), "{rule:?}: resourceNames");
+        assert!(
+            rule.non_resource_urls.is_none(),
+            "{rule:?}: nonResourceURLs"
+        );
+        for group in rule.api_groups.as_deref().unwrap_or_default() {
+            for resource in rule.resources.as_deref().unwrap_or_default() {
+                for verb in &rule.verbs {
+                    for name in [group, resource, verb] {
+                        assert!(!name.contains('*'), "{rule:?}: wildcard {name:?}");
+                    }
+                    granted.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    let needed: BTreeSet<(String, String, String)> = API_ACCESS
+        .iter()
+        .flat_map(|access| {
+            access.verbs.iter().map(|verb| {
+                (
+                    access.group.to_string(),
+                    access.resource.to_string(),
+                    verb.to_string(),
+                )
+            })
+        })
+        .collect();
+    let missing: Vec<_> = needed.difference(&granted).collect();
+    let extra: Vec<_> = granted.difference(&needed).collect();
+    assert!(missing.is_empty(), "the ClusterRole lacks {missing:?}");
+    assert!(
+        extra.is_empty(),
+        "the ClusterRole grants more than kproxy uses: {extra:?}"
+    );
+}
+
+#[test]
+fn the_binding_gives_the_role_to_the_daemon_sets_service_account() {
+    let objects = load();
+    let role = one(&objects.cluster_roles, "ClusterRole");
+    let binding = one(&objects.bindings, "ClusterRoleBinding");
+    let account = one(&objects.service_accounts, "ServiceAccount");
+    let daemon_set = one(&objects.daemon_sets, "DaemonSet");
+
+    assert_eq!(binding.role_ref.api_group, "rbac.authorization.k8s.io");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+
+    let pod = daemon_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(pod.service_account_name, account.metadata.name);
+    let [subject] = binding.subjects.as_deref().unwrap_or_default() else {
+        panic!("the binding should have exactly one subject");
+    };
+    assert_eq!(subject.kind, "ServiceAccount");
+    assert_eq!(Some(&subject.name), account.metadata.name.as_ref());
+    assert_eq!(subject.namespace, account.metadata.namespace);
+    assert_eq!(subject.namespace, daemon_set.metadata.namespace);
+}
+
+#[test]
+fn probes_use_the_binarys_health_port() {
+    let objects = load();
+    let container = container(one(&objects.daemon_sets, "DaemonSet"));
+    let args = container.args.as_deref().unwrap_or_default();
+    assert!(
+        !args.iter().any(|a| a.starts_with("--healthz-bind-address")),
+        "the manifests rely on the default --healthz-bind-address"
+    );
+    let default = run_default("healthz-bind-address");
+    let address: SocketAddr = default
+        .parse()
+        .unwrap_or_else(|e| panic!("default --healthz-bind-address {default:?}: {e}"));
+    let port = IntOrString::Int(i32::from(address.port()));
+    for (probe, path) in [
+        (&container.readiness_probe, "/healthz"),
+        (&container.liveness_probe, "/livez"),
+    ] {
+        let get = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("no httpGet probe for {path}"));
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.port, port, "{path}: the binary serves on {default}");
+        assert!(
+            get.host.is_none(),
+            "{path}: the kubelet must probe the pod's (node's) IP"
+        );
+    }
+}
+
+#[test]
+fn the_container_runs_kproxy_run_with_flags_it_has() {
+    let objects = load();
+    let container = container(one(&objects.daemon_sets, "DaemonSet"));
+    assert_eq!(
+        container.command.as_deref(),
+        Some(&[dockerfile_entrypoint()][..]),
+        "command should be the image's ENTRYPOINT"
+    );
+    let args = container.args.as_deref().unwrap_or_default();
+    assert_eq!(args.first().map(String::as_str), Some("run"));
+    let flags = run_flags();
+    for arg in &args[1..] {
+        let flag = arg
+            .strip_prefix("--")
+            .unwrap_or_else(|| panic!("{arg:?}: write flags as --name=value"));
+        let name = flag.split('=').next().unwrap();
+        assert!(
+            flags.contains(name),
+            "kproxy run has no --{name} (it has {flags:?})"
+        );
+    }
+    for flag in ["hostname-override", "cluster-cidr"] {
+        assert!(
+            args.iter().any(|a| a.starts_with(&format!("--{flag}="))),
+            "--{flag} is not set"
+        );
+    }
+    // `$(NAME)` in args is expanded by the kubelet only when NAME is in env.
+    let env: BTreeSet<&str> = container
+        .env
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|var| var.name.as_str())
+        .collect();
+    for arg in args {
+        let mut rest = arg.as_str();
+        while let Some(start) = rest.find("$(") {
+            let end = rest[start..].find(')').expect("unclosed $(") + start;
+            let name = &rest[start + 2..end];
+            assert!(
+                env.contains(name),
+                "{arg:?} uses $({name}), which env does not set"
+            );
+            rest = &rest[end..];
+        }
+    }
+    let node_name = container
+        .env
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|var| var.name == "NODE_NAME")
+        .and_then(|var| var.value_from.as_ref())
+        .and_then(|from| from.field_ref.as_ref())
+        .map(|field| field.field_path.as_str());
+    assert_eq!(node_name, Some("spec.nodeName"));
+}
+
+#[test]
+fn the_daemon_set_runs_on_every_node_with_the_least_privilege() {
+    let objects = load();
+    let daemon_set = one(&objects.daemon_sets, "DaemonSet");
+    let spec = daemon_set.spec.as_ref().unwrap();
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.selector.match_labels,
+        spec.template.metadata.as_ref().unwrap().labels
+    );
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    let tolerations = pod.tolerations.as_deref().unwrap_or_default();
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t.operator.as_deref() == Some("Exists")
+                && t.key.is_none()
+                && t.effect.is_none()),
+        "no toleration of every taint: {tolerations:?}"
+    );
+    let strategy = spec.update_strategy.as_ref().unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    assert_eq!(
+        strategy.rolling_update.as_ref().unwrap().max_unavailable,
+        Some(IntOrString::Int(1))
+    );
+
+    let container = container(daemon_set);
+    assert!(
+        container
+            .lifecycle
+            .as_ref()
+            .is_none_or(|l| l.pre_stop.is_none()),
+        "no preStop: the rules must survive a restart"
+    );
+    let security = container
+        .security_context
+        .as_ref()
+        .expect("securityContext");
+    assert_eq!(security.privileged, Some(false));
+    assert_eq!(security.run_as_user, Some(0));
+    let capabilities = security.capabilities.as_ref().expect("capabilities");
+    assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    let added: BTreeSet<&str> = capabilities
+        .add
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(added, BTreeSet::from(["NET_ADMIN", "NET_RAW"]));
+
+    let resources = container.resources.as_ref().expect("resources");
+    let requests = resources.requests.as_ref().expect("requests");
+    assert_eq!(requests["cpu"].0, "100m");
+    assert_eq!(requests["memory"].0, "64Mi");
+    assert_eq!(
+        resources.limits.as_ref().expect("limits")["memory"].0,
+        "256Mi"
+    );
+}
+
+#[test]
+fn the_kustomization_lists_exactly_the_yaml_files() {
+    let path = manifests_dir().join("kustomization.yaml");
+    let text = std::fs::read_to_string(&path).expect("manifests/kustomization.yaml");
+    let kustomization: Value = serde_yaml::from_str(&text).expect("kustomization.yaml is YAML");
+    assert_eq!(kustomization["kind"], "Kustomization");
+    let listed: Vec<&str> = kustomization["resources"]
+        .as_array()
+        .expect("resources: a list")
+        .iter()
+        .map(|r| r.as_str().expect("a file name"))
+        .collect();
+    let unique: BTreeSet<&str> = listed.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        listed.len(),
+        "a file listed twice: {listed:?}"
+    );
+    let present = yaml_files();
+    let present: BTreeSet<&str> = present.iter().map(String::as_str).collect();
+    assert_eq!(
+        unique, present,
+        "kustomization.yaml resources vs the YAML files present"
+    );
+}
+
+/// The Dockerfile's stages: each `FROM` line and the instructions after it, with line
+/// continuations joined.
+fn dockerfile_stages() -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if current.is_empty() && (line.is_empty() || line.starts_with('#')) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                instructions.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    let mut stages: Vec<(String, Vec<String>)> = Vec::new();
+    for instruction in instructions {
+        if instruction.to_ascii_uppercase().starts_with("FROM ") {
+            stages.push((instruction, Vec::new()));
+        } else {
+            let (_, body) = stages
+                .last_mut()
+                .expect("an instruction before the first FROM");
+            body.push(instruction);
+        }
+    }
+    stages
+}
+
+/// The packages an instruction list installs with `apt-get install`.
+fn apt_installs(instructions: &[String]) -> BTreeSet<String> {
+    let mut packages = BTreeSet::new();
+    for instruction in instructions {
+        for command in instruction.split("&&") {
+            let words: Vec<&str> = command.split_whitespace().collect();
+            if let Some(at) = words.windows(2).position(|w| w == ["apt-get", "install"]) {
+                packages.extend(
+                    words[at + 2..]
+                        .iter()
+                        .filter(|w| !w.starts_with('-'))
+                        .map(|w| w.to_string()),
+                );
+            }
+        }
+    }
+    packages
+}
+
+fn dockerfile_entrypoint() -> String {
+    let (_, runtime) = dockerfile_stages().pop().expect("a stage");
+    let entrypoint = runtime
+        .iter()
+        .rev()
+        .find_map(|i| i.strip_prefix("ENTRYPOINT "))
+        .expect("the runtime stage has an ENTRYPOINT");
+    let argv: Vec<String> =
+        serde_json::from_str(entrypoint).expect("ENTRYPOINT in exec (JSON) form");
+    let [program] = <[String; 1]>::try_from(argv).expect("ENTRYPOINT is just the binary");
+    program
+}
+
+#[test]
+fn the_dockerfile_has_two_bookworm_stages_and_no_nft() {
+    let stages = dockerfile_stages();
+    assert_eq!(stages.len(), 2, "exactly two FROM stages");
+    assert!(stages[0].0.contains("rust:1-bookworm"), "{}", stages[0].0);
+    assert!(
+        stages[1].0.contains("debian:bookworm-slim"),
+        "{}",
+        stages[1].0
+    );
+    for (from, instructions) in &stages {
+        let installed = apt_installs(instructions);
+        assert!(
+            !installed.contains("nftables") && !installed.contains("nft"),
+            "{from}: installs nft ({installed:?}); kproxy speaks netlink itself"
+        );
+    }
+    assert_eq!(dockerfile_entrypoint(), "/usr/local/bin/kproxy");
+}
+
+/// The Debian package holding `path`, by `dpkg -S`; `None` when dpkg knows no owner.
+fn owning_package(path: &Path) -> Option<String> {
+    let mut candidates = vec![path.to_path_buf()];
+    if let Ok(real) = path.canonicalize() {
+        candidates.push(real);
+    }
+    // Merged /usr: dpkg may know the file under the other prefix.
+    if let Ok(rest) = path.strip_prefix("/lib") {
+        candidates.push(Path::new("/usr/lib").join(rest));
+    }
+    candidates.into_iter().find_map(|candidate| {
+        let output = Command::new("dpkg")
+            .arg("-S")
+            .arg(&candidate)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(output.stdout).ok()?;
+        let owner = text.lines().next()?.split(": ").next()?;
+        // `libnftnl11:amd64` → `libnftnl11`.
+        Some(owner.split(':').next()?.to_string()).filter(|_| output.status.success())
+    })
+}
+
+#[test]
+fn the_runtime_image_installs_every_library_the_binary_links() {
+    let binary = env!("CARGO_BIN_EXE_kproxy");
+    let Ok(ldd) = Command::new("ldd").arg(binary).output() else {
+        eprintln!("SKIPPED: no ldd here; cannot list the binary's shared libraries");
+        return;
+    };
+    if Command::new("dpkg").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no dpkg here; cannot map shared libraries to Debian packages");
+        return;
+    }
+    assert!(ldd.status.success(), "ldd {binary}: {ldd:?}");
+    let ldd = String::from_utf8(ldd.stdout).expect("UTF-8 ldd output");
+    // `libnftnl.so.11 => /lib/x86_64-linux-gnu/libnftnl.so.11 (0x…)`; the vDSO and the
+    // dynamic loader have no `=> path`.
+    let libraries: Vec<(&str, &Path)> = ldd
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.trim().split_once(" => ")?;
+            Some((name, Path::new(rest.split_whitespace().next()?)))
+        })
+        .collect();
+    assert!(
+        libraries
+            .iter()
+            .any(|(name, _)| name.starts_with("libnftnl")),
+        "ldd lists no libnftnl: {ldd}"
+    );
+    // In every Debian image, debian:bookworm-slim included.
+    let base = ["libc6", "libgcc-s1"];
+    let (_, runtime) = dockerfile_stages().pop().expect("a runtime stage");
+    let installed = apt_installs(&runtime);
+    for (name, path) in libraries {
+        let package = owning_package(path)
+            .unwrap_or_else(|| panic!("dpkg knows no package for {name} ({})", path.display()));
+        if base.contains(&package.as_str()) {
+            continue;
+        }
+        assert!(
+            installed.contains(&package),
+            "the binary links {name} from package {package}, which the Dockerfile's runtime \
+             stage does not install (it installs {installed:?})"
+        );
+    }
+}
