@@ -37,6 +37,9 @@ pub enum Command {
     /// The node daemon: watch the API server and keep this network namespace's rules equal to
     /// its Services, EndpointSlices and Node (what kube-proxy does).
     Run(RunArgs),
+    /// Trace one packet through the rules compiled from the manifests, without touching the
+    /// kernel: every possible path with its probability, the rules it meets, DNAT and masquerade.
+    Trace(TraceArgs),
 }
 
 /// Parses the process's arguments (exits on an error, as clap does).
@@ -106,6 +109,38 @@ pub struct RunArgs {
 /// A listening address, or none (the flag was empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BindAddress(pub Option<SocketAddr>);
+
+/// Flags of `kproxy trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// The packet's source, `IP` or `IP:PORT` (`[IPv6]:PORT`; port 40000 if none). Default with
+    /// `--from node`: the node's primary IP of the destination's family.
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub src: Option<String>,
+    /// The packet's destination: a ClusterIP, node address, external or load-balancer IP.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dst: String,
+    /// The transport protocol.
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp", "sctp"])]
+    pub proto: String,
+    /// Where the packet comes from: a pod or an external client (it arrives on an interface),
+    /// or a process on the node itself.
+    #[arg(long = "from", default_value = "pod", value_parser = ["pod", "node", "external"])]
+    pub from: String,
+    /// Trace a packet of an established connection (`ct state established`) instead of the
+    /// first one.
+    #[arg(long)]
+    pub established: bool,
+    /// More addresses of this node (besides its primary IPs, 127.0.0.0/8 and ::1) for
+    /// `fib daddr type local`. Repeatable.
+    #[arg(long = "local-address", value_name = "IP")]
+    pub local_addresses: Vec<std::net::IpAddr>,
+    /// Output format: `text` for people, `json` for tools.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
 
 /// Flags of `kproxy dry-run`.
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 //! * `apply`: `kproxy apply`/`cleanup` over netlink, against `nft -f` of the same golden files.
 //! * `cli`: input forms, output formats and flag errors.
 //! * `run`: the `kproxy run` daemon against the fake API server, in a throwaway namespace.
+//! * `trace_golden`: `kproxy trace` against reviewed traces in `testdata/trace`.
 //! * `traffic`: real TCP and UDP connections through rules that `kproxy apply` programmed, in a
 //!   throwaway topology of network namespaces (a node, pods, external clients).
 
@@ -14,4 +15,5 @@ mod golden;
 mod manifests;
 mod run;
 mod support;
+mod trace_golden;
 mod traffic;

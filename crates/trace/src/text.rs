@@ -121,7 +121,7 @@ fn render_outcome(out: &mut String, trace: &Trace, number: usize, of: usize, out
             (Some(by), _) => {
                 let _ = writeln!(
                     out,
-                    "  masquerade: yes, by {} (the destination sees this node's address, not {})",
+                    "  masquerade: yes, by {} (the destination sees the outgoing interface's address, not {})",
                     rule_name(by),
                     trace.packet.src
                 );
@@ -169,7 +169,7 @@ fn summary(disposition: &Disposition) -> String {
             };
             let delivery = match delivery {
                 Delivery::Host => "delivered to this node (input)",
-                Delivery::Routed => "routed on (postrouting)",
+                Delivery::Routed => "routed out (postrouting)",
             };
             format!("accepted, {dnat}, {masq}, {delivery}")
         }

@@ -6,6 +6,7 @@ mod compile;
 mod config;
 mod dry_run;
 mod run;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -18,5 +19,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Apply(args) => apply::run(&args),
         Command::Cleanup => cleanup::run(),
         Command::Run(args) => run::run(&args),
+        Command::Trace(args) => trace::run(&args),
     }
 }
