@@ -20,7 +20,7 @@ pub fn render_text(trace: &Trace) -> String {
     let state = if p.ct_new {
         "first packet of a connection (ct state new)"
     } else {
-        "packet of an established connection"
+        "packet of an established connection (it keeps the NAT its first packet got, which is not traced here)"
     };
     let _ = writeln!(
         out,
