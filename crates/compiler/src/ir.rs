@@ -416,7 +416,8 @@ pub enum Dnat {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// Stop evaluating this hook's chains for this table; let the packet continue.
+    /// Stop evaluating this base chain; the packet goes on to the hook's later base chains
+    /// (of any table) and, if none drops it, continues.
     Accept,
     /// Discard silently.
     Drop,

@@ -78,8 +78,8 @@ pub struct RunArgs {
     /// warned about by name.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// kubeconfig file with the API server's address and credentials. Default: the in-cluster
-    /// service account, else `$KUBECONFIG` or `~/.kube/config`.
+    /// kubeconfig file with the API server's address and credentials. Default: `$KUBECONFIG`
+    /// or `~/.kube/config`, else the in-cluster service account.
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
     /// The API server's URL; overrides the kubeconfig's server.

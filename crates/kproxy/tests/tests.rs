@@ -4,6 +4,8 @@
 //!   loaded into a real kernel in a throwaway network namespace.
 //! * `apply`: `kproxy apply`/`cleanup` over netlink, against `nft -f` of the same golden files.
 //! * `cli`: input forms, output formats and flag errors.
+//! * `manifests`: `manifests/` and the `Dockerfile` checked against the binary and the watcher
+//!   (typed objects, RBAC, probe ports, flags, runtime libraries).
 //! * `run`: the `kproxy run` daemon against the fake API server, in a throwaway namespace.
 //! * `trace_golden`: `kproxy trace` against reviewed traces in `testdata/trace`.
 //! * `traffic`: real TCP and UDP connections through rules that `kproxy apply` programmed, in a
