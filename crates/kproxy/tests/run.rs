@@ -434,6 +434,79 @@ fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
     );
 }
 
+/// Objects the API server holds but kproxy cannot use — a Service with an unparsable
+/// ClusterIP, a slice with a garbage address — are logged with their name and field and
+/// skipped; every other Service is programmed. Fixing the object programs it.
+#[test]
+fn run_skips_invalid_objects_from_the_api_and_programs_the_rest() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let ns = NetNs::new("run-bad");
+    ns.ip_batch("link set lo up\n");
+    let api = InNs::start(&ns);
+    for object in [
+        node("node-a", "192.168.10.11"),
+        service("web", "10.96.100.10", 80),
+        slice("web-1", "web", &["10.244.1.10"]),
+        service("api", "10.96.100.300", 81),
+        slice("api-1", "api", &["10.244.1.20"]),
+        service("db", "10.96.100.12", 82),
+        slice("db-1", "db", &["not-an-address"]),
+    ] {
+        api.apply(&object).expect("stored");
+    }
+    let url = api.url();
+    let mut daemon = Daemon::start(
+        &ns,
+        &[
+            "--master",
+            &url,
+            "--hostname-override",
+            "node-a",
+            "--min-sync-period",
+            "0",
+            "--healthz-bind-address",
+            "",
+            "--metrics-bind-address",
+            "",
+        ],
+    );
+
+    let table = daemon.eventually("the valid Service's chain", || {
+        kproxy_table(&ns).filter(|t| t.contains(WEB_CHAIN))
+    });
+    assert!(table.contains("10.244.1.10 . 8080"), "{table}");
+    assert!(!table.contains(API_CHAIN), "{table}");
+    assert!(!table.contains("10.96.100.300"), "{table}");
+    let log_file = daemon.log.clone();
+    let log = daemon.eventually("the warnings", || {
+        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        (log.contains("Service default/api") && log.contains("EndpointSlice default/db-1"))
+            .then_some(log)
+    });
+    for (object, field) in [
+        ("Service default/api", "spec.clusterIP"),
+        ("EndpointSlice default/db-1", "endpoints[0].addresses[0]"),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(object))
+            .unwrap_or_else(|| panic!("no warning names {object}:\n{log}"));
+        assert!(line.contains(field), "{object}: {line}");
+    }
+
+    // Fixed in the API, the Service is programmed.
+    api.apply(&service("api", "10.96.100.11", 81))
+        .expect("stored");
+    let table = daemon.eventually("the fixed Service", || {
+        kproxy_table(&ns).filter(|t| t.contains(API_CHAIN) && t.contains("10.244.1.20 . 8080"))
+    });
+    assert!(table.contains(WEB_CHAIN), "{table}");
+    let status = daemon.stop("-TERM");
+    assert!(status.success(), "exit {status}:\n{}", daemon.log());
+}
+
 #[test]
 fn run_rejects_bad_flags_before_starting() {
     for (flag, value) in [
