@@ -1,6 +1,6 @@
-//! `cargo xtask bench`: the compiler's speed and memory, and the syncer's apply times (numbers
-//! go to docs/benchmarks.md). The apply benchmark programs throwaway network namespaces, so it
-//! needs root.
+//! `cargo xtask bench`: the compiler's speed and memory, the syncer's apply times and the
+//! daemon's sync latency and memory (numbers go to docs/benchmarks.md). The apply and daemon
+//! benchmarks program throwaway network namespaces, so they need root.
 
 pub fn run() -> anyhow::Result<()> {
     crate::run(
@@ -36,10 +36,28 @@ pub fn run() -> anyhow::Result<()> {
             "apply_speed",
             "--",
             "1000",
-            "3000",
             "10000",
+            "50000",
         ],
         &[],
     )?;
+    // The daemon benchmark runs the release binary, built first.
+    crate::run("cargo", &["build", "--release", "-p", "kproxy"], &[])?;
+    for services in ["1000", "10000"] {
+        crate::run(
+            "cargo",
+            &[
+                "run",
+                "--release",
+                "-p",
+                "kproxy",
+                "--example",
+                "daemon_speed",
+                "--",
+                services,
+            ],
+            &[],
+        )?;
+    }
     Ok(())
 }

@@ -18,6 +18,19 @@ pub fn run() -> anyhow::Result<()> {
         &[],
     )?;
     crate::run("cargo", &["test", "--workspace", "--all-targets"], &[])?;
+    // The kernel benchmarks at a smoke size, so their code never rots (the full runs are
+    // `cargo xtask bench`). They need root, like the kernel tests, and skip with them.
+    if std::env::var_os("KPROXY_SKIP_KERNEL_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("ci: KPROXY_SKIP_KERNEL_TESTS=1: benchmark smoke runs skipped");
+    } else {
+        for (package, example) in [("kproxy-syncer", "apply_speed"), ("kproxy", "daemon_speed")] {
+            crate::run(
+                "cargo",
+                &["run", "-p", package, "--example", example, "--", "200"],
+                &[],
+            )?;
+        }
+    }
     // Doc tests are not part of --all-targets.
     crate::run("cargo", &["test", "--workspace", "--doc"], &[])?;
     eprintln!("ci: all checks passed");
