@@ -101,3 +101,64 @@ fn golden_rulesets_load_into_the_kernel() {
     }
     golden::assert_all(failures);
 }
+
+/// docs/semantics.md quotes the rules each feature produces; every quoted line must still be
+/// in some golden ruleset, so the documentation cannot drift from what the compiler emits.
+/// Lines with `…` are abridged on purpose and skipped; one-line blocks (`chain x { a; b }`)
+/// and element lists are checked part by part; `# …` comments are ignored.
+#[test]
+fn semantics_doc_quotes_the_golden_files() {
+    let doc_path = support::testdata().join("../docs/semantics.md");
+    let doc = std::fs::read_to_string(&doc_path).expect("docs/semantics.md");
+    let mut golden_lines = std::collections::BTreeSet::new();
+    for case in support::cases("golden") {
+        let text = std::fs::read_to_string(case.join("expected.nft")).expect("expected.nft");
+        golden_lines.extend(text.lines().map(|l| normalise(l).to_string()));
+    }
+    let mut quoted = 0;
+    let mut missing = Vec::new();
+    for block in doc.split("```").skip(1).step_by(2) {
+        for line in block.lines().skip(1) {
+            for part in quoted_parts(line) {
+                quoted += 1;
+                if !golden_lines.contains(part) {
+                    missing.push(part.to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        quoted >= 20,
+        "only {quoted} quoted lines found in {doc_path:?}"
+    );
+    assert!(
+        missing.is_empty(),
+        "docs/semantics.md quotes lines no golden file has (update the doc):\n{}",
+        missing.join("\n")
+    );
+}
+
+/// A line as compared: trimmed, without a trailing comma.
+fn normalise(line: &str) -> &str {
+    line.trim().trim_end_matches(',')
+}
+
+/// The checkable parts of one quoted line.
+fn quoted_parts(line: &str) -> Vec<&str> {
+    let line = line.split(" #").next().unwrap_or(line).trim();
+    if line.is_empty() || line.contains('…') || line == "}" {
+        return Vec::new();
+    }
+    // `chain x { a; b }`, `set x { … }`, `elements = { a, b }`: the header and each part.
+    if let Some((head, rest)) = line.split_once(" { ") {
+        if let Some(body) = rest.strip_suffix(" }") {
+            let separator = if head == "elements =" { ',' } else { ';' };
+            let mut parts: Vec<&str> = body.split(separator).map(normalise).collect();
+            if head != "elements =" {
+                parts.push(line.split_at(head.len() + 2).0);
+            }
+            return parts.into_iter().filter(|p| !p.is_empty()).collect();
+        }
+    }
+    vec![normalise(line)]
+}
