@@ -40,6 +40,14 @@ pub enum Command {
     /// Trace one packet through the rules compiled from the manifests, without touching the
     /// kernel: every possible path with its probability, the rules it meets, DNAT and masquerade.
     Trace(TraceArgs),
+    /// Print the version, the git commit it was built from, and the build's target and profile.
+    Version,
+    /// Print a shell completion script (e.g. `kproxy completions bash > /etc/bash_completion.d/kproxy`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parses the process's arguments (exits on an error, as clap does).

@@ -119,3 +119,45 @@ fn a_missing_file_is_an_error_naming_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/kproxy.yaml"));
 }
+
+#[test]
+fn version_names_the_release_commit_and_build() {
+    let out = support::kproxy(&["version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let prefix = format!("kproxy {} (commit ", env!("CARGO_PKG_VERSION"));
+    let rest = text
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{text:?} does not start with {prefix:?}"));
+    let (commit, rest) = rest.split_once(", ").expect("commit, target, profile");
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{commit:?}"
+    );
+    assert!(
+        rest.contains("linux") && rest.trim_end().ends_with("build)"),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn completions_cover_every_subcommand_and_flag() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = support::kproxy(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).expect("UTF-8");
+        for word in [
+            "dry-run",
+            "apply",
+            "run",
+            "trace",
+            "hostname-override",
+            "min-sync-period",
+        ] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let out = support::kproxy(&["completions", "tcsh"]);
+    assert!(!out.status.success(), "an unknown shell is an error");
+}

@@ -3,10 +3,12 @@
 mod apply;
 mod cleanup;
 mod compile;
+mod completions;
 mod config;
 mod dry_run;
 mod run;
 mod trace;
+mod version;
 
 use std::process::ExitCode;
 
@@ -20,5 +22,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Cleanup => cleanup::run(),
         Command::Run(args) => run::run(&args),
         Command::Trace(args) => trace::run(&args),
+        Command::Version => version::run(),
+        Command::Completions { shell } => completions::run(shell),
     }
 }
