@@ -127,7 +127,8 @@ async fn daemon(args: &RunArgs, options: Options, node_name: String) -> anyhow::
 }
 
 /// The API client's configuration: `--kubeconfig` (with `--master` overriding its server),
-/// `--master` alone, or inferred (in-cluster service account, `$KUBECONFIG`, `~/.kube/config`).
+/// `--master` alone (with the in-cluster service account's credentials when there is one), or
+/// inferred (`$KUBECONFIG`, `~/.kube/config`, else the in-cluster service account).
 async fn client_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
     let bad_master = |text: &str| format!("--master: {text:?} is not a URL");
     let mut config = match (&args.kubeconfig, &args.master) {
@@ -138,7 +139,19 @@ async fn client_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
                 .await
                 .with_context(|| format!("loading --kubeconfig {}", path.display()))?
         }
-        (None, Some(text)) => kube::Config::new(text.parse().with_context(|| bad_master(text))?),
+        (None, Some(text)) => {
+            let url = text.parse().with_context(|| bad_master(text))?;
+            match kube::Config::incluster() {
+                // In a pod: the service account's token and CA, but talking to --master
+                // directly, e.g. to reach the API server before any proxy has programmed the
+                // `kubernetes` Service's ClusterIP.
+                Ok(mut config) => {
+                    config.cluster_url = url;
+                    config
+                }
+                Err(_) => kube::Config::new(url),
+            }
+        }
         (None, None) => kube::Config::infer()
             .await
             .context("finding the API server (give --kubeconfig or --master)")?,
