@@ -154,8 +154,8 @@ impl Drop for Daemon {
     }
 }
 
-/// A fake API server listening inside a namespace. It must be stopped from inside too: `stop`
-/// wakes its accept loop by connecting to its address, which only the namespace can reach.
+/// A fake API server listening inside a namespace (bound from a thread inside it), dropped
+/// from inside it too, so its connection threads end in the namespace they serve.
 struct InNs<'a> {
     ns: &'a NetNs,
     api: Option<FakeApiServer>,
