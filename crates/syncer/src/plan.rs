@@ -405,40 +405,14 @@ fn diff_chains(
     new: &[Chain],
     recreated: &BTreeSet<String>,
 ) {
-    // Fast path for the common small sync: the same chains in the same order.
+    // The common small sync: the same chains in the same order, compared pairwise without
+    // indexing them by name.
     if old.len() == new.len() && old.iter().zip(new).all(|(a, b)| a.name == b.name) {
         for (before, chain) in old.iter().zip(new) {
-            if before.rules != chain.rules
-                || before.hook != chain.hook
-                || before.comment != chain.comment
-                || (!recreated.is_empty()
-                    && before
-                        .rules
-                        .iter()
-                        .flat_map(referenced_sets)
-                        .any(|set| recreated.contains(set)))
-            {
-                diff_chains_by_name(
-                    steps,
-                    family,
-                    std::slice::from_ref(before),
-                    std::slice::from_ref(chain),
-                    recreated,
-                );
-            }
+            diff_chain(steps, family, Some(before), chain, recreated);
         }
         return;
     }
-    diff_chains_by_name(steps, family, old, new, recreated);
-}
-
-fn diff_chains_by_name(
-    steps: &mut Steps,
-    family: Family,
-    old: &[Chain],
-    new: &[Chain],
-    recreated: &BTreeSet<String>,
-) {
     let old_by_name: BTreeMap<&str, &Chain> = old.iter().map(|c| (c.name.as_str(), c)).collect();
     let new_names: BTreeSet<&str> = new.iter().map(|c| c.name.as_str()).collect();
     for chain in old.iter().filter(|c| !new_names.contains(c.name.as_str())) {
@@ -450,58 +424,66 @@ fn diff_chains_by_name(
         steps.stale_chains.push((family, chain.name.clone()));
     }
     for chain in new {
-        let add_rules = |steps: &mut Steps| {
-            for rule in &chain.rules {
-                steps
-                    .rules
-                    .push(Operation::AddRule(family, chain.name.clone(), rule.clone()));
-            }
-        };
-        match old_by_name.get(chain.name.as_str()) {
-            Some(before)
-                if same_hook(before.hook, chain.hook) && before.comment == chain.comment =>
-            {
-                let uses_recreated = || {
-                    before
+        let before = old_by_name.get(chain.name.as_str()).copied();
+        diff_chain(steps, family, before, chain, recreated);
+    }
+}
+
+/// The operations that turn `before` (the kernel's copy, if any) into the wanted `chain`.
+fn diff_chain(
+    steps: &mut Steps,
+    family: Family,
+    before: Option<&Chain>,
+    chain: &Chain,
+    recreated: &BTreeSet<String>,
+) {
+    let add_rules = |steps: &mut Steps| {
+        for rule in &chain.rules {
+            steps
+                .rules
+                .push(Operation::AddRule(family, chain.name.clone(), rule.clone()));
+        }
+    };
+    let declare = |steps: &mut Steps| {
+        steps.chain_adds.push(Operation::Add(
+            family,
+            Object::Chain(Chain {
+                rules: vec![],
+                ..chain.clone()
+            }),
+        ));
+    };
+    match before {
+        Some(before) if same_hook(before.hook, chain.hook) && before.comment == chain.comment => {
+            let uses_recreated = || {
+                !recreated.is_empty()
+                    && before
                         .rules
                         .iter()
                         .flat_map(referenced_sets)
                         .any(|set| recreated.contains(set))
-                };
-                if before.rules != chain.rules || uses_recreated() {
-                    steps
-                        .flushes
-                        .push(Operation::FlushChain(family, chain.name.clone()));
-                    add_rules(steps);
-                }
-            }
-            Some(_) => {
-                // A changed hook or comment: re-create the chain in this transaction.
+            };
+            if before.rules != chain.rules || uses_recreated() {
                 steps
                     .flushes
                     .push(Operation::FlushChain(family, chain.name.clone()));
-                steps
-                    .object_deletes
-                    .push(Operation::DeleteChain(family, chain.name.clone()));
-                steps.chain_adds.push(Operation::Add(
-                    family,
-                    Object::Chain(Chain {
-                        rules: vec![],
-                        ..chain.clone()
-                    }),
-                ));
                 add_rules(steps);
             }
-            None => {
-                steps.chain_adds.push(Operation::Add(
-                    family,
-                    Object::Chain(Chain {
-                        rules: vec![],
-                        ..chain.clone()
-                    }),
-                ));
-                add_rules(steps);
-            }
+        }
+        Some(_) => {
+            // A changed hook or comment: re-create the chain in this transaction.
+            steps
+                .flushes
+                .push(Operation::FlushChain(family, chain.name.clone()));
+            steps
+                .object_deletes
+                .push(Operation::DeleteChain(family, chain.name.clone()));
+            declare(steps);
+            add_rules(steps);
+        }
+        None => {
+            declare(steps);
+            add_rules(steps);
         }
     }
 }
