@@ -52,23 +52,29 @@ impl Placement {
     }
 }
 
-/// Places every chain (by name) in a window. `None` only when a shard's 4,095 windows are all
-/// taken, which needs millions of endpoint chains in one table.
-pub(crate) fn place<'a>(chains: impl IntoIterator<Item = &'a str>) -> BTreeMap<&'a str, Placement> {
-    let mut by_shard: BTreeMap<u32, Vec<(u32, &str)>> = BTreeMap::new();
-    for chain in chains {
+/// Places every chain (by name) in a window; the result is in the order of `chains`. `None`
+/// only when a shard's 4,095 windows are all taken, which needs millions of endpoint chains in
+/// one table.
+pub(crate) fn place<'a>(chains: impl IntoIterator<Item = &'a str>) -> Vec<Option<Placement>> {
+    let mut by_shard: BTreeMap<u32, Vec<(u32, &str, usize)>> = BTreeMap::new();
+    let mut count = 0;
+    for (index, chain) in chains.into_iter().enumerate() {
         let hash = naming::fnv1a(chain.as_bytes());
         let shard = (hash % u64::from(SHARDS)) as u32;
         let preferred = 1 + ((hash / u64::from(SHARDS)) % u64::from(WINDOWS - 1)) as u32;
-        by_shard.entry(shard).or_default().push((preferred, chain));
+        by_shard
+            .entry(shard)
+            .or_default()
+            .push((preferred, chain, index));
+        count = index + 1;
     }
-    let mut placed = BTreeMap::new();
+    let mut placed = vec![None; count];
     for (shard, mut chains) in by_shard {
         // Deterministic: by preferred window, then name; collisions probe to the next free one.
         chains.sort_unstable();
         let mut taken = vec![false; WINDOWS as usize];
         taken[0] = true;
-        for (preferred, chain) in chains {
+        for (preferred, _, index) in chains {
             let mut window = preferred;
             let mut tries = 1;
             while taken[window as usize] && tries < WINDOWS {
@@ -79,13 +85,10 @@ pub(crate) fn place<'a>(chains: impl IntoIterator<Item = &'a str>) -> BTreeMap<&
                 continue;
             }
             taken[window as usize] = true;
-            placed.insert(
-                chain,
-                Placement {
-                    shard,
-                    offset: window << WINDOW_BITS,
-                },
-            );
+            placed[index] = Some(Placement {
+                shard,
+                offset: window << WINDOW_BITS,
+            });
         }
     }
     placed
@@ -143,21 +146,25 @@ mod tests {
         let names: Vec<String> = (0..20_000)
             .map(|i| format!("service-ns/svc-{i}/tcp/80"))
             .collect();
-        let placed = place(names.iter().map(String::as_str));
+        let placed: Vec<Placement> = place(names.iter().map(String::as_str))
+            .into_iter()
+            .map(|p| p.expect("every chain gets a window"))
+            .collect();
         assert_eq!(placed.len(), names.len());
-        let mut windows: Vec<(u32, u32)> = placed.values().map(|p| (p.shard, p.offset)).collect();
+        let mut windows: Vec<(u32, u32)> = placed.iter().map(|p| (p.shard, p.offset)).collect();
         windows.sort_unstable();
         windows.dedup();
         assert_eq!(windows.len(), names.len(), "no two chains share a window");
-        assert!(placed.values().all(|p| p.offset >= 1 << WINDOW_BITS));
+        assert!(placed.iter().all(|p| p.offset >= 1 << WINDOW_BITS));
 
         // Adding one chain leaves (almost) everyone where they were.
         let mut more = names.clone();
         more.push("service-ns/newcomer/tcp/80".to_string());
         let again = place(more.iter().map(String::as_str));
-        let moved = names
+        let moved = placed
             .iter()
-            .filter(|n| placed.get(n.as_str()) != again.get(n.as_str()))
+            .zip(&again)
+            .filter(|(before, after)| after.as_ref() != Some(*before))
             .count();
         assert!(moved <= 1, "{moved} chains moved");
     }

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use kproxy_model::{FamilyPort, IpFamily, ProxyState, ServicePort, TrafficPolicy};
 use serde::Serialize;
 
-use crate::endpoint_maps::{self, Placement};
+use crate::endpoint_maps;
 use crate::endpoints::EndpointChain;
 use crate::ir::{
     Chain, DataType, EndpointMap, EndpointRange, Family, Map, Set, Table, Value, Verdict,
@@ -121,21 +121,20 @@ impl TableBuilder<'_> {
     /// the maps.
     fn endpoint_chains(&mut self) -> (Vec<Chain>, Vec<EndpointMap>) {
         let slots = std::mem::take(&mut self.chains);
-        let placements = endpoint_maps::place(slots.iter().filter_map(|slot| match slot {
+        // Placements come back in slot order, so the second pass takes them one by one.
+        let mut placements = endpoint_maps::place(slots.iter().filter_map(|slot| match slot {
             ChainSlot::Endpoints(chain) => Some(chain.name.as_str()),
             ChainSlot::Ready(_) => None,
         }))
-        .into_iter()
-        .map(|(name, placement)| (name.to_string(), placement))
-        .collect::<BTreeMap<String, Placement>>();
+        .into_iter();
         let mut shards: BTreeMap<u32, Vec<EndpointRange>> = BTreeMap::new();
         let chains = slots
             .into_iter()
             .map(|slot| match slot {
                 ChainSlot::Ready(chain) => chain,
                 ChainSlot::Endpoints(chain) => {
-                    let placement = placements.get(&chain.name);
-                    let (chain, mut ranges) = chain.into_chain(placement);
+                    let placement = placements.next().flatten();
+                    let (chain, mut ranges) = chain.into_chain(placement.as_ref());
                     if let Some(placement) = placement {
                         shards
                             .entry(placement.shard)
