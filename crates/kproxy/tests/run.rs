@@ -162,9 +162,14 @@ struct InNs<'a> {
 }
 
 impl<'a> InNs<'a> {
-    fn start(ns: &'a NetNs) -> InNs<'a> {
+    /// Brings the namespace's loopback up and serves `objects` on it.
+    fn serving(ns: &'a NetNs, objects: impl IntoIterator<Item = Value>) -> InNs<'a> {
+        ns.ip_batch("link set lo up\n");
         // Bound from a thread inside the namespace, so it listens on the namespace's loopback.
         let api = ns.exec(|| FakeApiServer::start().expect("fake API server"));
+        for object in objects {
+            api.apply(&object).expect("stored");
+        }
         InNs { ns, api: Some(api) }
     }
 }
@@ -279,17 +284,16 @@ fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
         return;
     }
     let ns = NetNs::new("run");
-    ns.ip_batch("link set lo up\n");
-    let api = InNs::start(&ns);
-    for object in [
-        node("node-a", "192.168.10.11"),
-        service("web", "10.96.100.10", 80),
-        slice("web-1", "web", &["10.244.1.10"]),
-        service("api", "10.96.100.11", 81),
-        slice("api-1", "api", &["10.244.1.20"]),
-    ] {
-        api.apply(&object).expect("stored");
-    }
+    let api = InNs::serving(
+        &ns,
+        [
+            node("node-a", "192.168.10.11"),
+            service("web", "10.96.100.10", 80),
+            slice("web-1", "web", &["10.244.1.10"]),
+            service("api", "10.96.100.11", 81),
+            slice("api-1", "api", &["10.244.1.20"]),
+        ],
+    );
     let url = api.url();
     let mut daemon = Daemon::start(
         &ns,
@@ -443,19 +447,18 @@ fn run_skips_invalid_objects_from_the_api_and_programs_the_rest() {
         return;
     }
     let ns = NetNs::new("run-bad");
-    ns.ip_batch("link set lo up\n");
-    let api = InNs::start(&ns);
-    for object in [
-        node("node-a", "192.168.10.11"),
-        service("web", "10.96.100.10", 80),
-        slice("web-1", "web", &["10.244.1.10"]),
-        service("api", "10.96.100.300", 81),
-        slice("api-1", "api", &["10.244.1.20"]),
-        service("db", "10.96.100.12", 82),
-        slice("db-1", "db", &["not-an-address"]),
-    ] {
-        api.apply(&object).expect("stored");
-    }
+    let api = InNs::serving(
+        &ns,
+        [
+            node("node-a", "192.168.10.11"),
+            service("web", "10.96.100.10", 80),
+            slice("web-1", "web", &["10.244.1.10"]),
+            service("api", "10.96.100.300", 81),
+            slice("api-1", "api", &["10.244.1.20"]),
+            service("db", "10.96.100.12", 82),
+            slice("db-1", "db", &["not-an-address"]),
+        ],
+    );
     let url = api.url();
     let mut daemon = Daemon::start(
         &ns,
@@ -587,9 +590,7 @@ fn run_serves_health_check_node_ports_as_services_change() {
         return;
     }
     let ns = NetNs::new("run-hcnp");
-    ns.ip_batch("link set lo up\n");
-    let api = InNs::start(&ns);
-    api.apply(&node("node-a", "192.168.10.11")).expect("stored");
+    let api = InNs::serving(&ns, [node("node-a", "192.168.10.11")]);
     // The node name and the metrics address come from a KubeProxyConfiguration; the
     // command line's --min-sync-period wins over the file's.
     let config = std::env::temp_dir().join(format!("{}-config.yaml", ns.name()));
