@@ -52,6 +52,14 @@ impl Placement {
     }
 }
 
+/// The shard a chain's hash picks, and its preferred window there.
+pub(crate) fn slot(chain: &str) -> (u32, u32) {
+    let hash = naming::fnv1a(chain.as_bytes());
+    let shard = (hash % u64::from(SHARDS)) as u32;
+    let preferred = 1 + ((hash / u64::from(SHARDS)) % u64::from(WINDOWS - 1)) as u32;
+    (shard, preferred)
+}
+
 /// Places every chain (by name) in a window; the result is in the order of `chains`. `None`
 /// only when a shard's 4,095 windows are all taken, which needs millions of endpoint chains in
 /// one table.
@@ -59,9 +67,7 @@ pub(crate) fn place<'a>(chains: impl IntoIterator<Item = &'a str>) -> Vec<Option
     let mut by_shard: BTreeMap<u32, Vec<(u32, &str, usize)>> = BTreeMap::new();
     let mut count = 0;
     for (index, chain) in chains.into_iter().enumerate() {
-        let hash = naming::fnv1a(chain.as_bytes());
-        let shard = (hash % u64::from(SHARDS)) as u32;
-        let preferred = 1 + ((hash / u64::from(SHARDS)) % u64::from(WINDOWS - 1)) as u32;
+        let (shard, preferred) = slot(chain);
         by_shard
             .entry(shard)
             .or_default()
@@ -70,11 +76,25 @@ pub(crate) fn place<'a>(chains: impl IntoIterator<Item = &'a str>) -> Vec<Option
     }
     let mut placed = vec![None; count];
     for (shard, mut chains) in by_shard {
-        // Deterministic: by preferred window, then name; collisions probe to the next free one.
         chains.sort_unstable();
-        let mut taken = vec![false; WINDOWS as usize];
-        taken[0] = true;
-        for (preferred, _, index) in chains {
+        let windows = place_in_shard(chains.iter().map(|&(preferred, _, _)| preferred));
+        for ((_, _, index), window) in chains.into_iter().zip(windows) {
+            placed[index] = window.map(|offset| Placement { shard, offset });
+        }
+    }
+    placed
+}
+
+/// Window offsets for one shard's chains, given their preferred windows in (preferred window,
+/// name) order: each takes its preferred window, or probes to the next free one. The order
+/// makes the result depend only on the set of chains, so recomputing one shard after a change
+/// ([`crate::incremental`]) gives what compiling everything again would.
+pub(crate) fn place_in_shard(preferred: impl IntoIterator<Item = u32>) -> Vec<Option<u32>> {
+    let mut taken = vec![false; WINDOWS as usize];
+    taken[0] = true;
+    preferred
+        .into_iter()
+        .map(|preferred| {
             let mut window = preferred;
             let mut tries = 1;
             while taken[window as usize] && tries < WINDOWS {
@@ -82,16 +102,12 @@ pub(crate) fn place<'a>(chains: impl IntoIterator<Item = &'a str>) -> Vec<Option
                 tries += 1;
             }
             if taken[window as usize] {
-                continue;
+                return None;
             }
             taken[window as usize] = true;
-            placed[index] = Some(Placement {
-                shard,
-                offset: window << WINDOW_BITS,
-            });
-        }
-    }
-    placed
+            Some(window << WINDOW_BITS)
+        })
+        .collect()
 }
 
 /// Splits the window at `offset` between `targets` (in order), as equal ranges. At most

@@ -89,6 +89,7 @@ fn endpoint_chain(
 }
 
 /// A chain that DNATs to one of `targets` through an endpoint map.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EndpointChain {
     pub name: String,
     pub comment: String,
@@ -98,8 +99,9 @@ pub(crate) struct EndpointChain {
 }
 
 impl EndpointChain {
-    /// The chain, reading its window; `None` (no window left) rejects instead.
-    pub fn into_chain(self, placement: Option<&Placement>) -> (Chain, Vec<EndpointRange>) {
+    /// The chain, reading its window, and its ranges of the window; `None` (no window left)
+    /// rejects instead.
+    pub fn render(&self, placement: Option<&Placement>) -> (Chain, Vec<EndpointRange>) {
         let (action, ranges) = match placement {
             Some(placement) => (
                 Action::Dnat(Dnat::Numgen {
@@ -112,10 +114,10 @@ impl EndpointChain {
             None => (Action::Reject(RejectWith::PortUnreachable), Vec::new()),
         };
         let chain = Chain {
-            name: self.name,
+            name: self.name.clone(),
             hook: None,
-            comment: Some(self.comment),
-            rules: vec![Rule::action(action).when([self.protocol])],
+            comment: Some(self.comment.clone()),
+            rules: vec![Rule::action(action).when([self.protocol.clone()])],
         };
         (chain, ranges)
     }

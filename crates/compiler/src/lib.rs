@@ -28,6 +28,7 @@ pub mod endpoints;
 pub mod external;
 pub mod firewall;
 pub mod hooks;
+pub mod incremental;
 pub mod ir;
 pub mod masquerade;
 pub mod naming;
@@ -39,6 +40,7 @@ mod table;
 
 use kproxy_model::{IpFamily, ProxyState};
 
+pub use incremental::{Incremental, PortChange, RulesetChange};
 pub use ir::Ruleset;
 pub use options::{NodePortAddresses, Options};
 pub use table::{MapName, SetName};

@@ -1,9 +1,10 @@
-//! Assembles one family's table: global sets and maps, base chains, per-Service-port chains.
+//! Assembles one family's table: global sets and maps, base chains, and the fragment each
+//! Service port contributes.
 
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use kproxy_model::{FamilyPort, IpFamily, ProxyState, ServicePort, TrafficPolicy};
+use kproxy_model::{FamilyPort, IpFamily, NodeInfo, ProxyState, ServicePort, TrafficPolicy};
 use serde::Serialize;
 
 use crate::endpoint_maps;
@@ -70,28 +71,51 @@ impl MapName {
     }
 }
 
-/// Collects one table's contents while Service ports are compiled.
+/// What one Service port contributes to one family's table: set and map elements, affinity
+/// sets and its own chains. A table is the base chains plus the fragments of every port, so
+/// a changed port can be recompiled alone ([`crate::incremental`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Fragment {
+    pub elements: Vec<(SetName, Vec<Value>)>,
+    /// In the order the modules add them: the first of two claims on a key wins.
+    pub verdicts: Vec<(MapName, Vec<Value>, Verdict)>,
+    pub affinity_sets: Vec<Set>,
+    pub chains: Vec<ChainSlot>,
+}
+
+/// A chain, or an endpoint chain whose rule is written once every window is placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChainSlot {
+    Ready(Chain),
+    Endpoints(EndpointChain),
+}
+
+/// Compiles Service ports into [`Fragment`]s for one family, and fragments into a table.
 pub(crate) struct TableBuilder<'a> {
     pub family: Family,
     pub ip_family: IpFamily,
     pub options: &'a Options,
     pub cluster_cidrs: Vec<IpNet>,
     pub nodeport: NodePortMatch,
-    // Elements are collected in Vecs and sorted once in `finish`: far cheaper than keeping
-    // ordered trees of heap-allocated keys while compiling.
-    sets: BTreeMap<SetName, Vec<Vec<Value>>>,
-    maps: BTreeMap<MapName, Vec<(Vec<Value>, Verdict)>>,
-    affinity_sets: Vec<Set>,
-    chains: Vec<ChainSlot>,
+    /// The fragment of the port being compiled.
+    fragment: Fragment,
 }
 
-/// A chain, or an endpoint chain whose rule is written once every window is placed.
-enum ChainSlot {
-    Ready(Chain),
-    Endpoints(EndpointChain),
-}
+impl<'a> TableBuilder<'a> {
+    pub fn new(options: &'a Options, node: &NodeInfo, ip_family: IpFamily) -> TableBuilder<'a> {
+        TableBuilder {
+            family: match ip_family {
+                IpFamily::V4 => Family::Ip,
+                IpFamily::V6 => Family::Ip6,
+            },
+            ip_family,
+            options,
+            cluster_cidrs: options.cluster_cidrs(ip_family),
+            nodeport: options.nodeport_match(ip_family, node),
+            fragment: Fragment::default(),
+        }
+    }
 
-impl TableBuilder<'_> {
     pub fn addr_type(&self) -> DataType {
         match self.ip_family {
             IpFamily::V4 => DataType::Ipv4Addr,
@@ -100,182 +124,58 @@ impl TableBuilder<'_> {
     }
 
     pub fn add_element(&mut self, set: SetName, key: Vec<Value>) {
-        self.sets.entry(set).or_default().push(key);
+        self.fragment.elements.push((set, key));
     }
 
     /// Adds a map element. If two Services claim the same key, the first (in Service order)
     /// keeps it, so the result does not depend on input order.
     pub fn add_verdict(&mut self, map: MapName, key: Vec<Value>, verdict: Verdict) {
-        self.maps.entry(map).or_default().push((key, verdict));
+        self.fragment.verdicts.push((map, key, verdict));
     }
 
     pub fn add_chain(&mut self, chain: Chain) {
-        self.chains.push(ChainSlot::Ready(chain));
+        self.fragment.chains.push(ChainSlot::Ready(chain));
     }
 
     pub fn add_endpoint_chain(&mut self, chain: EndpointChain) {
-        self.chains.push(ChainSlot::Endpoints(chain));
-    }
-
-    /// Places every endpoint chain in a window of an endpoint map, then writes the chains and
-    /// the maps.
-    fn endpoint_chains(&mut self) -> (Vec<Chain>, Vec<EndpointMap>) {
-        let slots = std::mem::take(&mut self.chains);
-        // Placements come back in slot order, so the second pass takes them one by one.
-        let mut placements = endpoint_maps::place(slots.iter().filter_map(|slot| match slot {
-            ChainSlot::Endpoints(chain) => Some(chain.name.as_str()),
-            ChainSlot::Ready(_) => None,
-        }))
-        .into_iter();
-        let mut shards: BTreeMap<u32, Vec<EndpointRange>> = BTreeMap::new();
-        let chains = slots
-            .into_iter()
-            .map(|slot| match slot {
-                ChainSlot::Ready(chain) => chain,
-                ChainSlot::Endpoints(chain) => {
-                    let placement = placements.next().flatten();
-                    let (chain, mut ranges) = chain.into_chain(placement.as_ref());
-                    if let Some(placement) = placement {
-                        shards
-                            .entry(placement.shard)
-                            .or_default()
-                            .append(&mut ranges);
-                    }
-                    chain
-                }
-            })
-            .collect();
-        let maps = shards
-            .into_iter()
-            .map(|(shard, mut elements)| {
-                elements.sort_unstable();
-                EndpointMap {
-                    name: naming::endpoint_map(shard),
-                    comment: Some(format!(
-                        "Service endpoints by numgen window (shard {shard} of {})",
-                        endpoint_maps::SHARDS
-                    )),
-                    elements,
-                }
-            })
-            .collect();
-        (chains, maps)
+        self.fragment.chains.push(ChainSlot::Endpoints(chain));
     }
 
     pub fn add_set(&mut self, set: Set) {
-        self.affinity_sets.push(set);
+        self.fragment.affinity_sets.push(set);
     }
 
-    fn set(&mut self, name: SetName, key: Vec<DataType>, interval: bool, comment: &str) -> Set {
-        let mut elements = self.sets.remove(&name).unwrap_or_default();
-        elements.sort_unstable();
-        elements.dedup();
-        Set {
-            name: name.as_str().to_string(),
-            key,
-            interval,
-            timeout: None,
-            comment: Some(comment.to_string()),
+    /// Compiles one Service port; `None` when it has no address of this family.
+    pub fn port(&mut self, port: &ServicePort) -> Option<Fragment> {
+        let family = port.family(self.ip_family)?;
+        let ctx = PortContext {
+            port,
+            family,
+            comment: naming::port_comment(&port.name),
+            id: naming::port_id(&port.name, port.port),
+        };
+        clusterip::compile(self, &ctx);
+        external::compile(self, &ctx);
+        nodeport::compile(self, &ctx);
+        firewall::compile(self, &ctx);
+        no_endpoints::compile(self, &ctx);
+        endpoints::compile(self, &ctx);
+        Some(std::mem::take(&mut self.fragment))
+    }
+
+    /// The table of the base chains and `fragments`, in Service port order.
+    pub fn finish(&self, fragments: Assembly) -> Table {
+        let Assembly {
             elements,
-        }
-    }
-
-    fn map(&mut self, name: MapName, key: Vec<DataType>, comment: &str) -> Map {
-        let mut elements = self.maps.remove(&name).unwrap_or_default();
-        // Stable sort, then keep the first of equal keys: the first Service wins.
-        elements.sort_by(|a, b| a.0.cmp(&b.0));
-        elements.dedup_by(|later, first| later.0 == first.0);
-        let elements = elements
-            .into_iter()
-            .map(|(key, verdict)| VerdictElement { key, verdict })
-            .collect();
-        Map {
-            name: name.as_str().to_string(),
-            key,
-            comment: Some(comment.to_string()),
-            elements,
-        }
-    }
-
-    fn finish(mut self) -> Table {
-        use DataType::{InetProto, InetService};
-        let addr = self.addr_type();
-        let mut sets = vec![self.set(
-            SetName::ClusterIps,
-            vec![addr],
-            false,
-            "ClusterIPs of all Services",
-        )];
-        match self.nodeport.clone() {
-            NodePortMatch::Addresses(ips) => {
-                for ip in ips {
-                    self.add_element(SetName::NodePortIps, vec![Value::Addr(ip)]);
-                }
-                sets.push(self.set(
-                    SetName::NodePortIps,
-                    vec![addr],
-                    false,
-                    "addresses that accept NodePorts",
-                ));
-            }
-            NodePortMatch::LocalIn(nets) => {
-                for net in nets {
-                    self.add_element(SetName::NodePortIps, vec![Value::Prefix(net)]);
-                }
-                sets.push(self.set(
-                    SetName::NodePortIps,
-                    vec![addr],
-                    true,
-                    "networks whose local addresses accept NodePorts",
-                ));
-            }
-            NodePortMatch::AnyLocal => {}
-        }
-        sets.push(self.set(
-            SetName::FirewallIps,
-            vec![addr, InetProto, InetService],
-            false,
-            "load-balancer IPs with loadBalancerSourceRanges",
-        ));
-        sets.push(self.set(
-            SetName::FirewallAllow,
-            vec![addr, InetProto, InetService, addr],
-            true,
-            "sources allowed by loadBalancerSourceRanges",
-        ));
-        sets.push(self.set(
-            SetName::Hairpin,
-            vec![addr, addr],
-            false,
-            "local endpoints: masquerade a pod reaching itself",
-        ));
-        sets.append(&mut self.affinity_sets);
-
-        let maps = vec![
-            self.map(
-                MapName::ServiceIps,
-                vec![addr, InetProto, InetService],
-                "ClusterIPs, externalIPs and load-balancer IPs",
-            ),
-            self.map(
-                MapName::ServiceNodePorts,
-                vec![InetProto, InetService],
-                "NodePorts",
-            ),
-            self.map(
-                MapName::NoEndpointServices,
-                vec![addr, InetProto, InetService],
-                "Service IPs without endpoints",
-            ),
-            self.map(
-                MapName::NoEndpointNodePorts,
-                vec![InetProto, InetService],
-                "NodePorts without endpoints",
-            ),
-        ];
-
-        let mut chains = hooks::chains(&self);
-        let (mut endpoint_chains, endpoint_maps) = self.endpoint_chains();
+            verdicts,
+            mut affinity_sets,
+            slots,
+        } = fragments;
+        let mut sets = self.global_sets(elements);
+        sets.append(&mut affinity_sets);
+        let maps = self.global_maps(verdicts);
+        let mut chains = hooks::chains(self);
+        let (mut endpoint_chains, endpoint_maps) = endpoint_chains(slots);
         chains.append(&mut endpoint_chains);
         Table {
             family: self.family,
@@ -286,6 +186,197 @@ impl TableBuilder<'_> {
             chains,
         }
     }
+
+    /// The sets every table has, holding `elements` (sorted and deduplicated here) and the
+    /// NodePort addresses.
+    pub fn global_sets(&self, mut elements: BTreeMap<SetName, Vec<Vec<Value>>>) -> Vec<Set> {
+        use DataType::{InetProto, InetService};
+        let addr = self.addr_type();
+        let mut set = |name: SetName, key: Vec<DataType>, interval: bool, comment: &str| {
+            let mut elements = elements.remove(&name).unwrap_or_default();
+            elements.sort_unstable();
+            elements.dedup();
+            Set {
+                name: name.as_str().to_string(),
+                key,
+                interval,
+                timeout: None,
+                comment: Some(comment.to_string()),
+                elements,
+            }
+        };
+        let mut sets = vec![set(
+            SetName::ClusterIps,
+            vec![addr],
+            false,
+            "ClusterIPs of all Services",
+        )];
+        match &self.nodeport {
+            NodePortMatch::Addresses(ips) => {
+                let mut nodeport = set(
+                    SetName::NodePortIps,
+                    vec![addr],
+                    false,
+                    "addresses that accept NodePorts",
+                );
+                nodeport.elements = ips.iter().map(|ip| vec![Value::Addr(*ip)]).collect();
+                nodeport.elements.sort_unstable();
+                nodeport.elements.dedup();
+                sets.push(nodeport);
+            }
+            NodePortMatch::LocalIn(nets) => {
+                let mut nodeport = set(
+                    SetName::NodePortIps,
+                    vec![addr],
+                    true,
+                    "networks whose local addresses accept NodePorts",
+                );
+                nodeport.elements = nets.iter().map(|net| vec![Value::Prefix(*net)]).collect();
+                nodeport.elements.sort_unstable();
+                nodeport.elements.dedup();
+                sets.push(nodeport);
+            }
+            NodePortMatch::AnyLocal => {}
+        }
+        sets.push(set(
+            SetName::FirewallIps,
+            vec![addr, InetProto, InetService],
+            false,
+            "load-balancer IPs with loadBalancerSourceRanges",
+        ));
+        sets.push(set(
+            SetName::FirewallAllow,
+            vec![addr, InetProto, InetService, addr],
+            true,
+            "sources allowed by loadBalancerSourceRanges",
+        ));
+        sets.push(set(
+            SetName::Hairpin,
+            vec![addr, addr],
+            false,
+            "local endpoints: masquerade a pod reaching itself",
+        ));
+        sets
+    }
+
+    /// The verdict maps every table has. `verdicts` are in claim order: of two equal keys the
+    /// first is kept.
+    pub fn global_maps(
+        &self,
+        mut verdicts: BTreeMap<MapName, Vec<(Vec<Value>, Verdict)>>,
+    ) -> Vec<Map> {
+        use DataType::{InetProto, InetService};
+        let addr = self.addr_type();
+        let mut map = |name: MapName, key: Vec<DataType>, comment: &str| {
+            let mut elements = verdicts.remove(&name).unwrap_or_default();
+            // Stable sort, then keep the first of equal keys: the first Service wins.
+            elements.sort_by(|a, b| a.0.cmp(&b.0));
+            elements.dedup_by(|later, first| later.0 == first.0);
+            Map {
+                name: name.as_str().to_string(),
+                key,
+                comment: Some(comment.to_string()),
+                elements: elements
+                    .into_iter()
+                    .map(|(key, verdict)| VerdictElement { key, verdict })
+                    .collect(),
+            }
+        };
+        vec![
+            map(
+                MapName::ServiceIps,
+                vec![addr, InetProto, InetService],
+                "ClusterIPs, externalIPs and load-balancer IPs",
+            ),
+            map(
+                MapName::ServiceNodePorts,
+                vec![InetProto, InetService],
+                "NodePorts",
+            ),
+            map(
+                MapName::NoEndpointServices,
+                vec![addr, InetProto, InetService],
+                "Service IPs without endpoints",
+            ),
+            map(
+                MapName::NoEndpointNodePorts,
+                vec![InetProto, InetService],
+                "NodePorts without endpoints",
+            ),
+        ]
+    }
+}
+
+/// Fragments gathered for [`TableBuilder::finish`].
+#[derive(Default)]
+pub(crate) struct Assembly {
+    // Elements are collected in Vecs and sorted once at the end: far cheaper than keeping
+    // ordered trees of heap-allocated keys while compiling.
+    elements: BTreeMap<SetName, Vec<Vec<Value>>>,
+    verdicts: BTreeMap<MapName, Vec<(Vec<Value>, Verdict)>>,
+    affinity_sets: Vec<Set>,
+    slots: Vec<ChainSlot>,
+}
+
+impl Assembly {
+    /// Adds the next port's fragment (ports must come in Service port order).
+    pub fn add(&mut self, fragment: Fragment) {
+        for (set, key) in fragment.elements {
+            self.elements.entry(set).or_default().push(key);
+        }
+        for (map, key, verdict) in fragment.verdicts {
+            self.verdicts.entry(map).or_default().push((key, verdict));
+        }
+        self.affinity_sets.extend(fragment.affinity_sets);
+        self.slots.extend(fragment.chains);
+    }
+}
+
+/// The endpoint map of `shard`, holding `elements` (sorted here).
+pub(crate) fn endpoint_map(shard: u32, mut elements: Vec<EndpointRange>) -> EndpointMap {
+    elements.sort_unstable();
+    EndpointMap {
+        name: naming::endpoint_map(shard),
+        comment: Some(format!(
+            "Service endpoints by numgen window (shard {shard} of {})",
+            endpoint_maps::SHARDS
+        )),
+        elements,
+    }
+}
+
+/// Places every endpoint chain in a window of an endpoint map, then writes the chains and the
+/// maps.
+fn endpoint_chains(slots: Vec<ChainSlot>) -> (Vec<Chain>, Vec<EndpointMap>) {
+    // Placements come back in slot order, so the second pass takes them one by one.
+    let mut placements = endpoint_maps::place(slots.iter().filter_map(|slot| match slot {
+        ChainSlot::Endpoints(chain) => Some(chain.name.as_str()),
+        ChainSlot::Ready(_) => None,
+    }))
+    .into_iter();
+    let mut shards: BTreeMap<u32, Vec<EndpointRange>> = BTreeMap::new();
+    let chains = slots
+        .into_iter()
+        .map(|slot| match slot {
+            ChainSlot::Ready(chain) => chain,
+            ChainSlot::Endpoints(chain) => {
+                let placement = placements.next().flatten();
+                let (chain, mut ranges) = chain.render(placement.as_ref());
+                if let Some(placement) = placement {
+                    shards
+                        .entry(placement.shard)
+                        .or_default()
+                        .append(&mut ranges);
+                }
+                chain
+            }
+        })
+        .collect();
+    let maps = shards
+        .into_iter()
+        .map(|(shard, elements)| endpoint_map(shard, elements))
+        .collect();
+    (chains, maps)
 }
 
 /// One Service port in one family, with the decisions every module shares.
@@ -339,37 +430,12 @@ impl PortContext<'_> {
 }
 
 pub(crate) fn compile_family(state: &ProxyState, options: &Options, ip_family: IpFamily) -> Table {
-    let mut table = TableBuilder {
-        family: match ip_family {
-            IpFamily::V4 => Family::Ip,
-            IpFamily::V6 => Family::Ip6,
-        },
-        ip_family,
-        options,
-        cluster_cidrs: options.cluster_cidrs(ip_family),
-        nodeport: options.nodeport_match(ip_family, &state.node),
-        sets: BTreeMap::new(),
-        maps: BTreeMap::new(),
-        affinity_sets: Vec::new(),
-        chains: Vec::new(),
-    };
+    let mut table = TableBuilder::new(options, &state.node, ip_family);
+    let mut assembly = Assembly::default();
     for port in &state.ports {
-        let Some(family) = port.family(ip_family) else {
-            continue;
-        };
-        let id = naming::port_id(&port.name, port.port);
-        let ctx = PortContext {
-            port,
-            family,
-            comment: naming::port_comment(&port.name),
-            id,
-        };
-        clusterip::compile(&mut table, &ctx);
-        external::compile(&mut table, &ctx);
-        nodeport::compile(&mut table, &ctx);
-        firewall::compile(&mut table, &ctx);
-        no_endpoints::compile(&mut table, &ctx);
-        endpoints::compile(&mut table, &ctx);
+        if let Some(fragment) = table.port(port) {
+            assembly.add(fragment);
+        }
     }
-    table.finish()
+    table.finish(assembly)
 }
