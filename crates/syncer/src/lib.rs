@@ -12,6 +12,9 @@
 //!   `sendmsg` sends them; all `unsafe` code is in `netlink/ffi.rs`) and reads kproxy's
 //!   tables back into the IR, so a restarted kproxy adopts its rules and a full resync repairs
 //!   drift.
+//! * [`plan_change()`] does the same for a partial sync from the compiler's
+//!   [`RulesetChange`](kproxy_compiler::RulesetChange): only the objects the change touches
+//!   are compared, so the plan costs what the change costs.
 //! * [`Syncer`] ties them together: a mirror of what was applied, one transaction per sync,
 //!   a read-back after any failure. [`conntrack`] clears UDP/SCTP flows to endpoints that no
 //!   longer serve.
@@ -26,5 +29,5 @@ mod nlmsg;
 mod plan;
 mod sync;
 
-pub use plan::{plan, Object, Operation, Plan};
+pub use plan::{plan, plan_change, Object, Operation, Plan};
 pub use sync::{cleanup, SyncError, SyncReport, Syncer};

@@ -15,6 +15,7 @@ use kproxy_compiler::ir::{
     Set, SetRef, Statement, Table, Value, Verdict, VerdictElement, TABLE_NAME,
 };
 use kproxy_compiler::render::nft;
+use kproxy_compiler::RulesetChange;
 
 /// A named object of a table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +116,36 @@ pub fn plan(current: Option<&Ruleset>, desired: &Ruleset, stale: &[(Family, Stri
         };
         let table_existed = current_tables.iter().any(|t| t.family == *family);
         if table_existed && !table.chains.iter().any(|c| &c.name == chain) {
+            stale_chains.retain(|c| c != &(*family, chain.clone()));
+            steps
+                .chain_deletes
+                .push(Operation::DeleteChain(*family, chain.clone()));
+        }
+    }
+    Plan {
+        operations: steps.into_operations(),
+        stale_chains,
+    }
+}
+
+/// Computes the operations of a partial sync: `change` holds the touched objects as the kernel
+/// has them and as they must become ([`kproxy_compiler::Incremental`]), so its two sides are
+/// diffed like whole rulesets, and nothing else is looked at. `stale` are the chains an earlier
+/// plan flushed for deletion; those not wanted again are deleted.
+pub fn plan_change(change: &RulesetChange, stale: &[(Family, String)]) -> Plan {
+    let mut steps = Steps::default();
+    for (before, after) in change.before.tables.iter().zip(&change.after.tables) {
+        diff_table(&mut steps, before, after);
+    }
+    let mut stale_chains = std::mem::take(&mut steps.stale_chains);
+    for (family, chain) in stale {
+        // A stale chain that this change wants again is declared again by the diff.
+        let wanted = change
+            .after
+            .tables
+            .iter()
+            .any(|t| t.family == *family && t.chains.iter().any(|c| &c.name == chain));
+        if !wanted {
             stale_chains.retain(|c| c != &(*family, chain.clone()));
             steps
                 .chain_deletes

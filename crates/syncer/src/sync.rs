@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use kproxy_compiler::ir::{Family, Ruleset, Table};
+use kproxy_compiler::RulesetChange;
 
 use crate::netlink::{self, Applied, ApplyError, SetShapes};
-use crate::plan::{plan, Operation, Plan};
+use crate::plan::{plan, plan_change, Operation, Plan};
 
 /// Keeps kproxy's tables equal to the desired ruleset, one transaction per sync.
 ///
@@ -15,8 +16,11 @@ use crate::plan::{plan, Operation, Plan};
 /// and the next sync reads the kernel again before planning: that full resync repairs drift.
 #[derive(Debug, Default)]
 pub struct Syncer {
-    /// What the kernel holds, if known.
+    /// What the kernel holds, if known as a whole ruleset.
     mirror: Option<Ruleset>,
+    /// The kernel holds what the last successful sync (full or partial) left: partial syncs
+    /// may follow. After a partial sync the mirror is dropped, but this stays true.
+    in_step: bool,
     /// Families whose table exists but could not be read back: replaced whole next time.
     unreadable: Vec<Family>,
     /// Chains flushed by the last transaction, deleted by the next one.
@@ -37,7 +41,8 @@ pub struct SyncReport {
     pub full: bool,
     /// Time spent reading the kernel back (zero for partial syncs).
     pub read_back: Duration,
-    /// Time spent diffing the mirror against the desired ruleset.
+    /// Time spent diffing the mirror against the desired ruleset (or the two sides of a
+    /// partial change).
     pub plan: Duration,
     /// Time from sending the batch to the kernel's answer: what the kernel spends.
     pub transaction: Duration,
@@ -52,6 +57,10 @@ pub enum SyncError {
     /// The transaction failed.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// A partial sync was asked for, but the kernel is not known to hold what the last sync
+    /// left (none succeeded yet, or the last one failed): sync the whole ruleset instead.
+    #[error("a partial sync needs the kernel as the last sync left it; a full sync is due")]
+    OutOfStep,
 }
 
 impl Syncer {
@@ -67,6 +76,13 @@ impl Syncer {
     /// was changed behind kproxy's back (a full resync).
     pub fn resync(&mut self) {
         self.mirror = None;
+        self.in_step = false;
+    }
+
+    /// A partial sync ([`sync_change`](Self::sync_change)) may follow: the kernel holds what
+    /// the last sync left.
+    pub fn in_step(&self) -> bool {
+        self.in_step
     }
 
     /// Chains the last transaction flushed for deletion: the next sync deletes them, even if
@@ -128,40 +144,82 @@ impl Syncer {
         let plan = self.plan(&desired);
         let shapes = SetShapes::of(self.mirror.iter().chain([&desired]));
         let plan_time = start.elapsed();
+        let (applied, transaction) = self.apply(&plan, &shapes)?;
+        if let Some(old) = self.mirror.replace(desired) {
+            free_later(old);
+        }
+        self.unreadable.clear();
+        Ok(SyncReport {
+            operations: plan.operations.len(),
+            applied,
+            full,
+            read_back,
+            plan: plan_time,
+            transaction,
+        })
+    }
+
+    /// Applies a partial change in one transaction: only the objects `change` touches are
+    /// compared and sent, so the cost follows the change, not the ruleset. The kernel must
+    /// hold what the last sync left ([`in_step`](Self::in_step)); otherwise nothing is sent
+    /// and [`SyncError::OutOfStep`] says a full [`sync`](Self::sync) is due.
+    ///
+    /// The whole-ruleset mirror is dropped (it no longer matches the kernel): the next full
+    /// sync reads the kernel back first.
+    #[tracing::instrument(level = "info", skip_all, fields(tables = change.after.tables.len()))]
+    pub fn sync_change(&mut self, change: &RulesetChange) -> Result<SyncReport, SyncError> {
+        if !self.in_step || !self.unreadable.is_empty() {
+            return Err(SyncError::OutOfStep);
+        }
+        let start = Instant::now();
+        let plan = plan_change(change, &self.stale);
+        let shapes = SetShapes::of([&change.before, &change.after]);
+        let plan_time = start.elapsed();
+        let (applied, transaction) = self.apply(&plan, &shapes)?;
+        if let Some(old) = self.mirror.take() {
+            free_later(old);
+        }
+        Ok(SyncReport {
+            operations: plan.operations.len(),
+            applied,
+            full: false,
+            read_back: Duration::ZERO,
+            plan: plan_time,
+            transaction,
+        })
+    }
+
+    /// Sends `plan` as one transaction. On success the kernel holds what the plan leads to;
+    /// on failure it is unchanged but treated as unknown (the next sync reads it back).
+    fn apply(&mut self, plan: &Plan, shapes: &SetShapes) -> Result<(Applied, Duration), SyncError> {
         let start = Instant::now();
         let channel = match self.channel.take() {
             Some(channel) => channel,
-            None => netlink::Channel::open()?,
+            None => match netlink::Channel::open() {
+                Ok(channel) => channel,
+                Err(error) => {
+                    self.resync();
+                    return Err(error.into());
+                }
+            },
         };
-        let result = channel.apply(&plan, &shapes);
+        let result = channel.apply(plan, shapes);
         let transaction = start.elapsed();
-        if result.is_ok() {
-            self.channel = Some(channel);
-        }
         match result {
             Ok(applied) => {
+                self.channel = Some(channel);
                 tracing::info!(
                     operations = plan.operations.len(),
                     messages = applied.messages,
                     bytes = applied.bytes,
                     "synced"
                 );
-                if let Some(old) = self.mirror.replace(desired) {
-                    free_later(old);
-                }
-                self.unreadable.clear();
-                self.stale = plan.stale_chains;
-                Ok(SyncReport {
-                    operations: plan.operations.len(),
-                    applied,
-                    full,
-                    read_back,
-                    plan: plan_time,
-                    transaction,
-                })
+                self.stale = plan.stale_chains.clone();
+                self.in_step = true;
+                Ok((applied, transaction))
             }
             Err(error) => {
-                self.mirror = None;
+                self.resync();
                 Err(error.into())
             }
         }

@@ -6,10 +6,12 @@
 mod support;
 
 use kproxy_compiler::ir::{Chain, Rule, Ruleset, Verdict};
+use kproxy_compiler::{Incremental, PortChange};
+use kproxy_model::ProxyState;
 use kproxy_syncer::{Operation, SyncError, Syncer};
 use kproxy_testkit::NetNs;
 use support::listing::normalized_ruleset;
-use support::{add_endpoint, rules, steps};
+use support::{add_endpoint, options, rules, steps};
 
 /// The desired ruleset loaded with `nft -f` into a clean namespace, listed.
 fn fresh_listing(fresh: &NetNs, desired: &Ruleset) -> String {
@@ -55,6 +57,103 @@ fn incremental_syncs_converge_to_a_fresh_load() {
             "{step}: the kernel differs from a fresh load\n--- synced\n{got}\n--- fresh\n{want}"
         );
     }
+}
+
+/// The port changes from `old` to `new`: removed names, and every port of `new` (unchanged
+/// ones cost the incremental compiler one comparison).
+fn port_changes(old: &ProxyState, new: &ProxyState) -> Vec<PortChange> {
+    let removed = old
+        .ports
+        .iter()
+        .filter(|p| !new.ports.iter().any(|n| n.name == p.name))
+        .map(|p| PortChange::Remove(p.name.clone()));
+    removed
+        .chain(new.ports.iter().cloned().map(PortChange::Set))
+        .collect()
+}
+
+#[test]
+fn partial_syncs_converge_to_a_fresh_load() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let node = NetNs::new("sync-part");
+    let fresh = NetNs::new("sync-pfresh");
+    let mut steps = steps().into_iter();
+    let (_, first) = steps.next().expect("a first state");
+    let mut incremental = Incremental::new(&first, &options());
+    let mut syncer = Syncer::default();
+    assert!(
+        matches!(
+            node.exec(|| syncer.sync_change(&Default::default())),
+            Err(SyncError::OutOfStep)
+        ),
+        "a partial sync before any full one is refused"
+    );
+    node.exec(|| syncer.sync(incremental.ruleset()))
+        .expect("the first, full sync");
+    let mut previous = first;
+    let mut partial = 0;
+    for (step, state) in steps {
+        let report = match incremental.update(port_changes(&previous, &state)) {
+            Some(change) => {
+                partial += 1;
+                node.exec(|| syncer.sync_change(&change))
+            }
+            None => node.exec(|| syncer.sync(incremental.ruleset())),
+        }
+        .unwrap_or_else(|e| panic!("{step}: {e}"));
+        assert!(report.operations > 0, "{step}: nothing was sent");
+        let desired = rules(&state);
+        let stale: Vec<_> = node.exec(|| {
+            let adopted = Syncer::adopt().expect("reading the kernel back");
+            adopted
+                .plan(&desired)
+                .operations
+                .into_iter()
+                .map(|op| match op {
+                    Operation::DeleteChain(family, chain) => (family, chain),
+                    other => panic!("{step}: the kernel differs from a full compile: {other}"),
+                })
+                .collect()
+        });
+        let got = normalized_ruleset(&node, &stale);
+        let want = fresh_listing(&fresh, &desired);
+        assert!(
+            got == want,
+            "{step}: the kernel differs from a fresh load\n--- synced\n{got}\n--- fresh\n{want}"
+        );
+        previous = state;
+    }
+    // Every step is partial: even without IPv6 Services the ip6 table stays, for the IPv6
+    // cluster CIDR.
+    assert_eq!(partial, 9);
+}
+
+#[test]
+fn one_endpoint_is_two_element_messages_in_a_partial_sync_at_any_size() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let mut sent = Vec::new();
+    for services in [100, 2000] {
+        let node = NetNs::new("sync-pendpoint");
+        let mut state = kproxy_synthetic::cluster(services, 10);
+        let mut incremental = Incremental::new(&state, &options());
+        let mut syncer = Syncer::default();
+        node.exec(|| syncer.sync(incremental.ruleset()))
+            .expect("cold sync");
+        let before = state.clone();
+        add_endpoint(&mut state);
+        let change = incremental
+            .update(port_changes(&before, &state))
+            .expect("a partial change");
+        let report = node
+            .exec(|| syncer.sync_change(&change))
+            .expect("endpoint sync");
+        sent.push((report.operations, report.applied.messages));
+    }
+    assert_eq!(sent, [(2, 2), (2, 2)]);
 }
 
 #[test]
