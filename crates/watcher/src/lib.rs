@@ -48,11 +48,11 @@ mod error;
 mod snapshot;
 mod watch;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::task::JoinHandle;
@@ -107,6 +107,7 @@ pub struct WatcherHandle {
     node_name: String,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
+    slice_index: Arc<Mutex<watch::SliceIndex>>,
     node: Store<Node>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
@@ -127,6 +128,7 @@ impl WatcherHandle {
         let proxied = watcher::Config::default().labels(PROXIED_SELECTOR);
         let this_node = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
 
+        let slice_index = Arc::new(Mutex::new(watch::SliceIndex::default()));
         let (services, services_writer) = reflector::store();
         let (slices, slices_writer) = reflector::store();
         let (node, node_writer) = reflector::store();
@@ -144,7 +146,7 @@ impl WatcherHandle {
                 Api::<EndpointSlice>::all(client.clone()),
                 proxied,
                 (slices.clone(), slices_writer),
-                watch::Slices::default(),
+                watch::Slices::new(Arc::clone(&slice_index)),
                 Arc::clone(&shared),
             )),
             runtime.spawn(watch::run(
@@ -163,6 +165,7 @@ impl WatcherHandle {
             node_name,
             services,
             slices,
+            slice_index,
             node,
             shared,
             tasks,
@@ -180,17 +183,48 @@ impl WatcherHandle {
         self.shared.all_listed()
     }
 
-    /// The current objects. Cheap: objects are shared, not copied.
+    /// The current objects. Objects are shared, not copied, but the lists cost time in the
+    /// number of objects: a partial sync takes [`service_snapshot`](Self::service_snapshot)s.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             services: snapshot::sorted(self.services.state()),
             endpoint_slices: snapshot::sorted(self.slices.state()),
-            node: self
-                .node
-                .state()
-                .into_iter()
-                .find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str())),
+            node: self.node(),
         }
+    }
+
+    /// The current objects of one Service: the Service if it exists, its EndpointSlices (by
+    /// label, in name order) and the node. Costs what the Service has, not what the cluster
+    /// has.
+    pub fn service_snapshot(&self, key: &ServiceKey) -> Snapshot {
+        let slice_names = self
+            .slice_index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .slices_of(key);
+        let endpoint_slices = slice_names
+            .iter()
+            .filter_map(|name| {
+                self.slices
+                    .get(&ObjectRef::new(name).within(&key.namespace))
+            })
+            .collect();
+        Snapshot {
+            services: self
+                .services
+                .get(&ObjectRef::new(&key.name).within(&key.namespace))
+                .into_iter()
+                .collect(),
+            endpoint_slices,
+            node: self.node(),
+        }
+    }
+
+    fn node(&self) -> Option<Arc<Node>> {
+        self.node
+            .state()
+            .into_iter()
+            .find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str()))
     }
 }
 

@@ -7,9 +7,9 @@
 //! the old content against the new by resourceVersion, which also catches objects deleted
 //! while the watch was down.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, NodeAddress, Service};
@@ -112,10 +112,74 @@ fn service_key(service: &Service) -> ServiceKey {
 }
 
 /// EndpointSlices: the Service named by `kubernetes.io/service-name`. Remembers each slice's
-/// Service, so a slice whose label changes reports both the old and the new Service.
+/// Service, so a slice whose label changes reports both the old and the new Service, and keeps
+/// the [`SliceIndex`] the handle reads one Service's slices from.
 #[derive(Debug, Default)]
 pub(crate) struct Slices {
     owner: HashMap<(String, String), ServiceKey>,
+    index: Arc<Mutex<SliceIndex>>,
+}
+
+impl Slices {
+    /// A tracker that keeps `index` up to date.
+    pub(crate) fn new(index: Arc<Mutex<SliceIndex>>) -> Slices {
+        Slices {
+            owner: HashMap::new(),
+            index,
+        }
+    }
+
+    /// Records that slice `name` now belongs to `service` (or to none).
+    fn own(
+        &mut self,
+        slice_key: (String, String),
+        service: Option<ServiceKey>,
+    ) -> Option<ServiceKey> {
+        let name = slice_key.1.clone();
+        let previous = match &service {
+            Some(service) => self.owner.insert(slice_key, service.clone()),
+            None => self.owner.remove(&slice_key),
+        };
+        let mut index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(previous) = &previous {
+            index.remove(previous, &name);
+        }
+        if let Some(service) = service {
+            index.insert(service, name);
+        }
+        previous
+    }
+}
+
+/// The names of each Service's EndpointSlices (by their `kubernetes.io/service-name` label),
+/// so a partial sync reads one Service's objects without copying every cache. Updated before
+/// the change is reported, like the store.
+#[derive(Debug, Default)]
+pub(crate) struct SliceIndex {
+    by_service: HashMap<ServiceKey, BTreeSet<String>>,
+}
+
+impl SliceIndex {
+    fn insert(&mut self, service: ServiceKey, slice: String) {
+        self.by_service.entry(service).or_default().insert(slice);
+    }
+
+    fn remove(&mut self, service: &ServiceKey, slice: &str) {
+        if let Some(slices) = self.by_service.get_mut(service) {
+            slices.remove(slice);
+            if slices.is_empty() {
+                self.by_service.remove(service);
+            }
+        }
+    }
+
+    /// The slices of `service`, in name order.
+    pub(crate) fn slices_of(&self, service: &ServiceKey) -> Vec<String> {
+        self.by_service
+            .get(service)
+            .map(|slices| slices.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Tracker<EndpointSlice> for Slices {
@@ -126,17 +190,14 @@ impl Tracker<EndpointSlice> for Slices {
             .labels()
             .get(SERVICE_NAME_LABEL)
             .map(|name| ServiceKey::new(namespace, name.clone()));
-        let previous = match &service {
-            Some(service) => self.owner.insert(slice_key, service.clone()),
-            None => self.owner.remove(&slice_key),
-        };
+        let previous = self.own(slice_key, service.clone());
         changes.services.extend(previous);
         changes.services.extend(service);
     }
 
     fn deleted(&mut self, slice: &EndpointSlice, changes: &mut Changes) {
         let namespace = slice.namespace().unwrap_or_default();
-        let previous = self.owner.remove(&(namespace.clone(), slice.name_any()));
+        let previous = self.own((namespace.clone(), slice.name_any()), None);
         changes.services.extend(previous);
         if let Some(name) = slice.labels().get(SERVICE_NAME_LABEL) {
             changes
@@ -238,6 +299,26 @@ mod tests {
             ["ns/api"],
             "an unlabelled slice belongs to no Service"
         );
+    }
+
+    #[test]
+    fn the_index_follows_labels_and_deletes() {
+        let index = Arc::new(Mutex::new(SliceIndex::default()));
+        let mut tracker = Slices::new(Arc::clone(&index));
+        let mut changes = Changes::default();
+        let web = ServiceKey::new("ns", "web");
+        let api = ServiceKey::new("ns", "api");
+        let of = |key: &ServiceKey| index.lock().unwrap().slices_of(key);
+        tracker.applied(&slice("web-2", Some("web"), "1"), &mut changes);
+        tracker.applied(&slice("web-1", Some("web"), "1"), &mut changes);
+        assert_eq!(of(&web), ["web-1", "web-2"]);
+        tracker.applied(&slice("web-1", Some("api"), "2"), &mut changes);
+        assert_eq!(of(&web), ["web-2"]);
+        assert_eq!(of(&api), ["web-1"]);
+        tracker.deleted(&slice("web-2", Some("web"), "3"), &mut changes);
+        assert!(of(&web).is_empty());
+        tracker.applied(&slice("web-1", None, "4"), &mut changes);
+        assert!(of(&api).is_empty());
     }
 
     #[test]

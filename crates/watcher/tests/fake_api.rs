@@ -241,6 +241,26 @@ async fn service_and_slice_changes_reach_the_snapshot_and_name_the_service() {
     assert_eq!(seen, [key("apps", "web")].into());
     assert_eq!(watcher.snapshot().endpoint_slices.len(), 1);
     server
+        .apply(&slice("apps", "api-abc", "api", &["10.244.2.1"]))
+        .expect("stored");
+    changed_services(&mut updates, &[key("apps", "api")]).await;
+    // One Service's objects, without the others'.
+    let web = watcher.service_snapshot(&key("apps", "web"));
+    assert_eq!(web.services.len(), 1);
+    let slice_names: Vec<_> = web
+        .endpoint_slices
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(slice_names, ["web-xyz"]);
+    assert!(web.node.is_some(), "the node comes with it");
+    let api = watcher.service_snapshot(&key("apps", "api"));
+    assert!(
+        api.services.is_empty(),
+        "api has a slice but no Service yet"
+    );
+    assert_eq!(api.endpoint_slices.len(), 1);
+    server
         .apply(&slice(
             "apps",
             "web-xyz",
@@ -249,17 +269,22 @@ async fn service_and_slice_changes_reach_the_snapshot_and_name_the_service() {
         ))
         .expect("stored");
     changed_services(&mut updates, &[key("apps", "web")]).await;
-    let endpoints = watcher.snapshot().endpoint_slices[0].endpoints.len();
-    assert_eq!(endpoints, 2);
+    let web = watcher.service_snapshot(&key("apps", "web"));
+    assert_eq!(web.endpoint_slices[0].endpoints.len(), 2);
 
     server
         .delete(Resource::EndpointSlices, "apps", "web-xyz")
         .expect("existed");
     changed_services(&mut updates, &[key("apps", "web")]).await;
-    assert!(
-        watcher.snapshot().endpoint_slices.is_empty(),
+    assert_eq!(
+        watcher.snapshot().endpoint_slices.len(),
+        1,
         "the deleted slice left the cache"
     );
+    assert!(watcher
+        .service_snapshot(&key("apps", "web"))
+        .endpoint_slices
+        .is_empty());
 
     server
         .delete(Resource::Services, "apps", "web")
@@ -269,6 +294,10 @@ async fn service_and_slice_changes_reach_the_snapshot_and_name_the_service() {
         service_names(&watcher).is_empty(),
         "the deleted Service left the cache"
     );
+    assert!(watcher
+        .service_snapshot(&key("apps", "web"))
+        .services
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
