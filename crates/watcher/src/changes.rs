@@ -39,8 +39,12 @@ impl fmt::Display for ServiceKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     /// Services whose object or whose EndpointSlices (by their `kubernetes.io/service-name`
-    /// label) were added, updated or deleted.
+    /// label) were added, updated or deleted: the union of the next two.
     pub services: BTreeSet<ServiceKey>,
+    /// Services whose Service object was added, updated or deleted.
+    pub service_objects: BTreeSet<ServiceKey>,
+    /// Services one of whose EndpointSlices was added, updated or deleted.
+    pub endpoint_slices: BTreeSet<ServiceKey>,
     /// This node's `topology.kubernetes.io/*` labels or its `status.addresses` changed (or the
     /// Node appeared or disappeared).
     pub node: bool,
@@ -54,7 +58,21 @@ impl Changes {
 
     fn merge(&mut self, other: Changes) {
         self.services.extend(other.services);
+        self.service_objects.extend(other.service_objects);
+        self.endpoint_slices.extend(other.endpoint_slices);
         self.node |= other.node;
+    }
+
+    /// Records a change of `key`'s Service object.
+    pub(crate) fn service_object(&mut self, key: ServiceKey) {
+        self.services.insert(key.clone());
+        self.service_objects.insert(key);
+    }
+
+    /// Records a change of one of `key`'s EndpointSlices.
+    pub(crate) fn endpoint_slice(&mut self, key: ServiceKey) {
+        self.services.insert(key.clone());
+        self.endpoint_slices.insert(key);
     }
 }
 
@@ -176,10 +194,9 @@ mod tests {
     use std::time::Duration;
 
     fn service(name: &str) -> Changes {
-        Changes {
-            services: [ServiceKey::new("ns", name)].into(),
-            node: false,
-        }
+        let mut changes = Changes::default();
+        changes.service_object(ServiceKey::new("ns", name));
+        changes
     }
 
     #[tokio::test]
@@ -198,11 +215,14 @@ mod tests {
         shared.record(service("a"));
         shared.record(service("b"));
         shared.record(Changes {
-            services: BTreeSet::new(),
             node: true,
+            ..Changes::default()
         });
+        let both: BTreeSet<_> = [ServiceKey::new("ns", "a"), ServiceKey::new("ns", "b")].into();
         let expected = Changes {
-            services: [ServiceKey::new("ns", "a"), ServiceKey::new("ns", "b")].into(),
+            services: both.clone(),
+            service_objects: both,
+            endpoint_slices: BTreeSet::new(),
             node: true,
         };
         assert_eq!(updates.next().await, Some(Update::Changed(expected)));

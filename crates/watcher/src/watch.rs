@@ -99,11 +99,11 @@ pub(crate) struct Services;
 
 impl Tracker<Service> for Services {
     fn applied(&mut self, service: &Service, changes: &mut Changes) {
-        changes.services.insert(service_key(service));
+        changes.service_object(service_key(service));
     }
 
     fn deleted(&mut self, service: &Service, changes: &mut Changes) {
-        changes.services.insert(service_key(service));
+        changes.service_object(service_key(service));
     }
 }
 
@@ -191,18 +191,20 @@ impl Tracker<EndpointSlice> for Slices {
             .get(SERVICE_NAME_LABEL)
             .map(|name| ServiceKey::new(namespace, name.clone()));
         let previous = self.own(slice_key, service.clone());
-        changes.services.extend(previous);
-        changes.services.extend(service);
+        for key in previous.into_iter().chain(service) {
+            changes.endpoint_slice(key);
+        }
     }
 
     fn deleted(&mut self, slice: &EndpointSlice, changes: &mut Changes) {
         let namespace = slice.namespace().unwrap_or_default();
         let previous = self.own((namespace.clone(), slice.name_any()), None);
-        changes.services.extend(previous);
-        if let Some(name) = slice.labels().get(SERVICE_NAME_LABEL) {
-            changes
-                .services
-                .insert(ServiceKey::new(namespace, name.clone()));
+        let labelled = slice
+            .labels()
+            .get(SERVICE_NAME_LABEL)
+            .map(|name| ServiceKey::new(namespace, name.clone()));
+        for key in previous.into_iter().chain(labelled) {
+            changes.endpoint_slice(key);
         }
     }
 }
@@ -289,6 +291,8 @@ mod tests {
         let mut changes = Changes::default();
         tracker.applied(&slice("web-1", Some("web"), "1"), &mut changes);
         assert_eq!(keys(&changes), ["ns/web"]);
+        assert_eq!(changes.endpoint_slices, changes.services);
+        assert!(changes.service_objects.is_empty(), "a slice is not the Service");
         let mut changes = Changes::default();
         tracker.applied(&slice("web-1", Some("api"), "2"), &mut changes);
         assert_eq!(keys(&changes), ["ns/api", "ns/web"]);

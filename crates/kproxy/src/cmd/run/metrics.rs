@@ -1,15 +1,11 @@
 //! `/metrics`: Prometheus (OpenMetrics) text, with kube-proxy's names where the meaning is the
 //! same and `kproxy_` names for what kube-proxy does not have.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kproxy_model::{ProxyState, TrafficPolicy};
-use kproxy_watcher::{ServiceKey, Snapshot};
-use kube::ResourceExt as _;
+use kproxy_model::{ServicePort, TrafficPolicy};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -39,6 +35,7 @@ pub struct Metrics {
     no_local_endpoints: Family<PolicyLabel, Gauge>,
     sync_failures: Counter,
     conntrack_deleted: Counter,
+    network_programming: Histogram,
     operations: Histogram,
     transaction_bytes: Histogram,
     transaction_seconds: Histogram,
@@ -62,6 +59,8 @@ impl Metrics {
         let no_local_endpoints = Family::<PolicyLabel, Gauge>::default();
         let sync_failures = Counter::default();
         let conntrack_deleted = Counter::default();
+        // kube-proxy's buckets reach minutes: the trigger time is set by another component.
+        let network_programming = Histogram::new(exponential_buckets(0.001, 2.0, 20));
         let operations = Histogram::new(exponential_buckets(1.0, 4.0, 12));
         let transaction_bytes = Histogram::new(exponential_buckets(64.0, 4.0, 14));
         let transaction_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
@@ -113,6 +112,13 @@ impl Metrics {
              (traffic to them on this node is dropped), after the last sync",
             no_local_endpoints.clone(),
         );
+        registry.register_with_unit(
+            "kubeproxy_network_programming_duration",
+            "From an EndpointSlice change (its last-change-trigger-time annotation) to the \
+             rules for it in force",
+            Unit::Seconds,
+            network_programming.clone(),
+        );
         registry.register(
             "kproxy_sync_failures",
             "Syncs that failed (the previous rules stayed in force)",
@@ -152,6 +158,7 @@ impl Metrics {
             no_local_endpoints,
             sync_failures,
             conntrack_deleted,
+            network_programming,
             operations,
             transaction_bytes,
             transaction_seconds,
@@ -187,9 +194,9 @@ impl Metrics {
             .observe(report.transaction.as_secs_f64());
     }
 
-    /// A sync succeeded: the rules for `state` are in force.
-    pub fn synced(&self, state: &ProxyState) {
-        let (internal, external) = no_local_endpoints(state);
+    /// A sync succeeded; `(internal, external)` Service ports have a Local policy and no
+    /// local endpoint ([`no_local_endpoints`]).
+    pub fn synced(&self, (internal, external): (i64, i64)) {
         self.no_local_endpoints
             .get_or_create(&PolicyLabel {
                 traffic_policy: "internal",
@@ -207,6 +214,12 @@ impl Metrics {
     pub fn changes(&self, services: u64, endpoints: u64) {
         self.service_changes.inc_by(services);
         self.endpoint_changes.inc_by(endpoints);
+    }
+
+    /// Rules for a change are in force, `latency` after the change that triggered it (an
+    /// EndpointSlice's `endpoints.kubernetes.io/last-change-trigger-time`).
+    pub fn network_programmed(&self, latency: Duration) {
+        self.network_programming.observe(latency.as_secs_f64());
     }
 
     /// Stale flows deleted.
@@ -237,10 +250,10 @@ pub fn handler(metrics: Arc<Metrics>) -> Handler {
 
 /// Service ports with an internal (resp. external) Local policy that have usable endpoints
 /// but none on this node, in some family: what kube-proxy counts.
-pub fn no_local_endpoints(state: &ProxyState) -> (i64, i64) {
+pub fn no_local_endpoints<'a>(ports: impl IntoIterator<Item = &'a ServicePort>) -> (i64, i64) {
     let mut internal = 0;
     let mut external = 0;
-    for port in &state.ports {
+    for port in ports {
         let missing = port
             .families
             .iter()
@@ -256,64 +269,6 @@ pub fn no_local_endpoints(state: &ProxyState) -> (i64, i64) {
         }
     }
     (internal, external)
-}
-
-/// Of the Services in `keys` (changed between two snapshots, by the watcher's account): how
-/// many had their Service object changed, and how many their EndpointSlices. A Service object
-/// or slice counts as changed when it appeared, disappeared or got a new resourceVersion.
-pub fn classify_changes(
-    before: &Snapshot,
-    after: &Snapshot,
-    keys: &BTreeSet<ServiceKey>,
-) -> (u64, u64) {
-    let mut services = 0;
-    let mut endpoints = 0;
-    for key in keys {
-        if service_version(before, key) != service_version(after, key) {
-            services += 1;
-        }
-        if slice_versions(before, key) != slice_versions(after, key) {
-            endpoints += 1;
-        }
-    }
-    (services, endpoints)
-}
-
-/// An object's identity for change detection: its resourceVersion, else the shared copy.
-fn version<K: kube::Resource>(object: &Arc<K>) -> (Option<String>, usize) {
-    match object.resource_version() {
-        Some(rv) => (Some(rv), 0),
-        None => (None, Arc::as_ptr(object) as *const () as usize),
-    }
-}
-
-fn service_version(snapshot: &Snapshot, key: &ServiceKey) -> Option<(Option<String>, usize)> {
-    snapshot
-        .services
-        .binary_search_by(|s| {
-            (s.namespace().unwrap_or_default(), s.name_any())
-                .cmp(&(key.namespace.clone(), key.name.clone()))
-        })
-        .ok()
-        .map(|i| version(&snapshot.services[i]))
-}
-
-/// The slices labelled for `key`'s Service: names and versions, in name order.
-fn slice_versions(snapshot: &Snapshot, key: &ServiceKey) -> Vec<(String, (Option<String>, usize))> {
-    let slices = &snapshot.endpoint_slices;
-    let namespace = |s: &Arc<EndpointSlice>| s.namespace().unwrap_or_default();
-    let start = slices.partition_point(|s| namespace(s) < key.namespace);
-    slices[start..]
-        .iter()
-        .take_while(|s| namespace(s) == key.namespace)
-        .filter(|s| {
-            s.labels()
-                .get("kubernetes.io/service-name")
-                .map(String::as_str)
-                == Some(key.name.as_str())
-        })
-        .map(|s| (s.name_any(), version(s)))
-        .collect()
 }
 
 fn unix_now() -> f64 {
@@ -333,7 +288,8 @@ mod tests {
         metrics.sync_ended(false, Duration::from_millis(1));
         metrics.changes(2, 1);
         metrics.sync_failed();
-        metrics.synced(&ProxyState::default());
+        metrics.synced((0, 0));
+        metrics.network_programmed(Duration::from_millis(40));
         let text = metrics.render();
         for line in [
             "# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram",
@@ -345,6 +301,7 @@ mod tests {
             "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} 0",
             "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"} 0",
             "# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge",
+            "kubeproxy_network_programming_duration_seconds_count 1",
             "kproxy_sync_failures_total 1",
             "kproxy_conntrack_entries_deleted_total 0",
             "# TYPE kproxy_sync_operations histogram",

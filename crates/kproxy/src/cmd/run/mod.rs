@@ -11,6 +11,7 @@ mod config_file;
 mod health;
 mod http;
 mod metrics;
+mod programmer;
 mod service_health;
 
 use std::collections::BTreeSet;
@@ -21,16 +22,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kproxy_compiler::Options;
 use kproxy_syncer::Syncer;
-use kproxy_watcher::{ServiceKey, Snapshot, Update, WatcherHandle};
+use kproxy_watcher::{ServiceKey, Update, WatcherHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 
 use self::health::Health;
 use self::metrics::Metrics;
-use self::service_health::{ServiceCheck, ServiceHealthServers};
+use self::programmer::{Programmer, Synced, Work};
+use self::service_health::ServiceHealthServers;
 use super::config;
 use crate::cli::RunArgs;
-use crate::{conntrack_targets, hostname};
+use crate::hostname;
 
 /// The longest time between two full resyncs (kernel read back, drift repaired).
 const FULL_RESYNC_INTERVAL: Duration = Duration::from_secs(3600);
@@ -113,15 +115,15 @@ async fn daemon(args: &RunArgs, options: Options, node_name: String) -> anyhow::
         .context("starting the watches (is --hostname-override a valid node name?)")?;
     let sync_loop = SyncLoop {
         args,
-        options: Arc::new(options),
-        node_name: Arc::from(node_name),
         service_health: ServiceHealthServers::new(Arc::clone(&health)),
         health,
         metrics,
-        syncer: Some(syncer),
+        programmer: Some(Programmer::new(syncer, &node_name, options)),
         in_flight: None,
-        last_snapshot: None,
         changed: BTreeSet::new(),
+        service_objects: 0,
+        endpoint_slices: 0,
+        node_changed: false,
     };
     sync_loop.run(watcher, updates, &mut stop).await
 }
@@ -185,33 +187,26 @@ impl Stop {
     }
 }
 
-/// What a sync job hands back: the syncer (moved to the blocking thread and back) and how it
-/// went.
-type JobResult = (Syncer, anyhow::Result<Synced>);
-
-/// A successful sync.
-struct Synced {
-    /// The kernel is not yet equal to the ruleset: chains this sync flushed are deleted by the
-    /// next transaction (see the syncer), so another sync is due.
-    follow_up: bool,
-    /// The healthCheckNodePort servers the synced state asks for.
-    service_checks: Vec<ServiceCheck>,
-}
+/// What a sync job hands back: the programmer (moved to the blocking thread and back) and how
+/// it went.
+type JobResult = (Programmer, anyhow::Result<Synced>);
 
 struct SyncLoop<'a> {
     args: &'a RunArgs,
-    options: Arc<Options>,
-    node_name: Arc<str>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     service_health: ServiceHealthServers,
     /// `None` while a sync job owns it.
-    syncer: Option<Syncer>,
+    programmer: Option<Programmer>,
     in_flight: Option<JoinHandle<JobResult>>,
-    /// What the previous sync programmed from, to tell Service from EndpointSlice changes.
-    last_snapshot: Option<Snapshot>,
     /// Services changed since the previous sync started.
     changed: BTreeSet<ServiceKey>,
+    /// Of those, how many had their Service object changed, and how many a slice (coalesced:
+    /// counted once per sync, as kube-proxy does).
+    service_objects: u64,
+    endpoint_slices: u64,
+    /// The node's topology or addresses changed: the next sync is full.
+    node_changed: bool,
 }
 
 impl SyncLoop<'_> {
@@ -254,8 +249,8 @@ impl SyncLoop<'_> {
                 }
                 result = maybe(&mut self.in_flight) => {
                     self.in_flight = None;
-                    let (syncer, outcome) = result.context("the sync thread panicked")?;
-                    self.syncer = Some(syncer);
+                    let (programmer, outcome) = result.context("the sync thread panicked")?;
+                    self.programmer = Some(programmer);
                     match outcome {
                         Ok(synced) => {
                             self.health.sync_succeeded();
@@ -290,17 +285,19 @@ impl SyncLoop<'_> {
                         dirty = true;
                         self.health.queued();
                         self.metrics.queued();
+                        self.service_objects += changes.service_objects.len() as u64;
+                        self.endpoint_slices += changes.endpoint_slices.len() as u64;
+                        self.node_changed |= changes.node;
                         self.changed.extend(changes.services);
                     }
                     None => anyhow::bail!("the watches ended"),
                 },
                 () = sleep_until(next_sync) => {
                     let now = Instant::now();
-                    let full = first || now >= last_full + FULL_RESYNC_INTERVAL;
-                    if full {
+                    let due = first || now >= last_full + FULL_RESYNC_INTERVAL;
+                    if self.start(&watcher, due, first) {
                         last_full = now;
                     }
-                    self.start(watcher.snapshot(), full, first);
                     first = false;
                     dirty = false;
                     last_start = Some(now);
@@ -319,99 +316,43 @@ impl SyncLoop<'_> {
         Ok(())
     }
 
-    /// Starts a sync of `snapshot` on a blocking thread.
-    fn start(&mut self, snapshot: Snapshot, full: bool, adopted: bool) {
-        let mut syncer = self.syncer.take().expect("no sync in flight");
-        let options = Arc::clone(&self.options);
-        let node_name = Arc::clone(&self.node_name);
+    /// Starts a sync on a blocking thread: full when `due` (start, hourly), after a node
+    /// change or when the last sync failed; otherwise partial, of the changed Services.
+    /// Returns whether it is full.
+    fn start(&mut self, watcher: &WatcherHandle, due: bool, adopted: bool) -> bool {
+        let mut programmer = self.programmer.take().expect("no sync in flight");
         let metrics = Arc::clone(&self.metrics);
         self.health.sync_started();
         let changed = std::mem::take(&mut self.changed);
-        if let Some(before) = &self.last_snapshot {
-            let (services, endpoints) = metrics::classify_changes(before, &snapshot, &changed);
-            self.metrics.changes(services, endpoints);
-        }
-        self.last_snapshot = Some(snapshot.clone());
+        self.metrics.changes(
+            std::mem::take(&mut self.service_objects),
+            std::mem::take(&mut self.endpoint_slices),
+        );
+        let full = due || std::mem::take(&mut self.node_changed) || programmer.needs_full_sync();
+        let work = if full {
+            Work::Full {
+                snapshot: watcher.snapshot(),
+                adopted,
+            }
+        } else {
+            Work::Partial(
+                changed
+                    .into_iter()
+                    .map(|key| {
+                        let objects = watcher.service_snapshot(&key);
+                        (key, objects)
+                    })
+                    .collect(),
+            )
+        };
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             let start = Instant::now();
-            // Right after adopt the kernel was just read; otherwise a full sync reads it again.
-            if full && !adopted {
-                syncer.resync();
-            }
-            let outcome = sync(&mut syncer, &snapshot, &node_name, &options, full, &metrics);
+            let outcome = programmer.sync(work, &metrics);
             metrics.sync_ended(full, start.elapsed());
-            (syncer, outcome)
+            (programmer, outcome)
         }));
+        full
     }
-}
-
-/// One sync: snapshot → model → ruleset → kernel, then stale UDP/SCTP flows.
-fn sync(
-    syncer: &mut Syncer,
-    snapshot: &Snapshot,
-    node_name: &str,
-    options: &Options,
-    full: bool,
-    metrics: &Metrics,
-) -> anyhow::Result<Synced> {
-    let span = tracing::info_span!(
-        "sync",
-        kind = if full { "full" } else { "partial" },
-        duration = tracing::field::Empty,
-        operations = tracing::field::Empty,
-    );
-    let _entered = span.enter();
-    let start = Instant::now();
-    let translated = snapshot.translate(node_name);
-    for problem in &translated.problems {
-        tracing::warn!(
-            object = %problem.object,
-            field = %problem.field,
-            "invalid object skipped: {}",
-            problem.message
-        );
-    }
-    let ruleset = kproxy_compiler::compile(&translated.state, options);
-    let report = syncer
-        .sync(ruleset)
-        .context("programming the kernel (the previous rules are unchanged)")?;
-    metrics.transaction(&report);
-    metrics.synced(&translated.state);
-    // Rules first, then flows: a cleared UDP flow is re-created by its next datagram, which
-    // must meet the new rules.
-    let cleared =
-        kproxy_syncer::conntrack::clear_stale_flows(&conntrack_targets::targets(&translated.state));
-    let duration = start.elapsed();
-    span.record("duration", tracing::field::debug(duration));
-    span.record("operations", report.operations);
-    if let Ok(cleared) = &cleared {
-        metrics.conntrack_deleted(cleared.deleted);
-    }
-    match cleared {
-        Ok(cleared) => tracing::info!(
-            service_ports = translated.state.ports.len(),
-            invalid_objects = translated.problems.len(),
-            messages = report.applied.messages,
-            bytes = report.applied.bytes,
-            stale_flows_deleted = cleared.deleted,
-            "synced"
-        ),
-        // The rules are in force; the next sync clears what this one missed.
-        Err(error) => tracing::warn!(
-            service_ports = translated.state.ports.len(),
-            "synced, but clearing stale UDP/SCTP conntrack entries failed: {error}"
-        ),
-    }
-    // Chains emptied by this transaction are deleted by the next one.
-    let follow_up = syncer.has_stale_chains();
-    if follow_up {
-        tracing::debug!("chains left to delete: another sync follows");
-    }
-    let service_checks = service_health::wanted(&translated.state, snapshot, node_name);
-    Ok(Synced {
-        follow_up,
-        service_checks,
-    })
 }
 
 /// Awaits the job if there is one; otherwise never completes.
