@@ -155,9 +155,25 @@ pub struct TraceArgs {
 pub struct DryRunArgs {
     #[command(flatten)]
     pub input: InputArgs,
-    /// Output format: `text` is `nft -f` input; `json` is the typed ruleset IR.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Output format: `text` is `nft -f` input; `json` is the typed ruleset IR; `dot` is the
+    /// graph of chains, verdict maps and endpoints for Graphviz (`| dot -Tsvg > rules.svg`).
+    #[arg(short, long, value_enum, default_value_t = DryRunFormat::Text)]
+    pub output: DryRunFormat,
+    /// With `--output dot`: only the part of the graph one Service's packets can take, from the
+    /// hooks down to its endpoints (`NAMESPACE/NAME`).
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub service: Option<String>,
+}
+
+/// `dry-run --output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRunFormat {
+    /// The ruleset as `nft -f` input.
+    Text,
+    /// The ruleset IR as JSON.
+    Json,
+    /// The chain graph as Graphviz `dot`.
+    Dot,
 }
 
 /// Where the Services come from and how to compile them: shared by `dry-run` and `apply`.
@@ -203,12 +219,12 @@ pub enum ProxyMode {
     Nftables,
 }
 
-/// `dry-run --output`.
+/// `trace --output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// The ruleset as `nft -f` input.
+    /// Plain text for people.
     Text,
-    /// The ruleset IR as JSON.
+    /// JSON for tools.
     Json,
 }
 

@@ -7,7 +7,8 @@
 //! * `manifests`: `manifests/` and the `Dockerfile` checked against the binary and the watcher
 //!   (typed objects, RBAC, probe ports, flags, runtime libraries).
 //! * `run`: the `kproxy run` daemon against the fake API server, in a throwaway namespace.
-//! * `trace_golden`: `kproxy trace` against reviewed traces in `testdata/trace`.
+//! * `trace_golden`: `kproxy trace` against reviewed traces in `testdata/trace`, and
+//!   `kproxy dry-run --output dot` against reviewed graphs in `testdata/graph`.
 //! * `traffic`: real TCP and UDP connections through rules that `kproxy apply` programmed, in a
 //!   throwaway topology of network namespaces (a node, pods, external clients).
 

@@ -4,7 +4,9 @@
 //! nftables, not kproxy. It evaluates each rule's expressions, matches, statements and action
 //! exactly as the kernel would for one packet, walking the hooks in the kernel's order, and never
 //! recognises the compiler's rule shapes. Where the kernel draws a random number (`numgen`), the
-//! trace forks: every possible path comes back with its exact probability.
+//! trace forks: every possible path comes back with its exact probability. [`render_dot`]
+//! draws the static picture, every path at once, as a Graphviz graph of chains, maps and
+//! endpoints.
 //!
 //! # The packet's path
 //!
@@ -34,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod eval;
+mod graph;
 mod ratio;
 #[cfg(test)]
 mod tests;
@@ -47,6 +50,7 @@ use kproxy_model::Protocol;
 use serde::Serialize;
 
 pub use eval::trace;
+pub use graph::{render_dot, Focus};
 pub use ratio::Probability;
 pub use text::render_text;
 

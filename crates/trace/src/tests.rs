@@ -927,3 +927,230 @@ fn a_family_without_a_table_passes_untouched() {
     );
     assert_eq!(traced.family, Family::Ip6);
 }
+
+/// Two Services behind one verdict map: `web` (a chain with two endpoints in a window of a
+/// shared endpoint map) and `db` (one endpoint by `dnat to`), plus a drop rule that looks the
+/// keys of a named set up.
+fn graph_table() -> Ruleset {
+    let mut t = table(vec![
+        with_rules(
+            nat_prerouting(Vec::new()),
+            vec![Rule::verdict(Verdict::Jump("services".into()))],
+        ),
+        with_rules(
+            base(
+                "guard",
+                ChainType::Filter,
+                Hook::Prerouting,
+                PriorityBase::Dstnat,
+                -10,
+            ),
+            vec![drop_when(vec![Match::in_set(
+                [Expr::DestAddr, Expr::L4Proto, Expr::DestPort],
+                "guarded",
+            )])],
+        ),
+        regular(
+            "services",
+            vec![Rule::action(Action::Vmap {
+                key: vec![Expr::DestAddr, Expr::L4Proto, Expr::DestPort],
+                map: "service-ips".into(),
+            })],
+        ),
+        regular(
+            "service-web",
+            vec![Rule::action(Action::Dnat(Dnat::Numgen {
+                map: "endpoints-0".into(),
+                modulus: 4,
+                offset: 4,
+            }))],
+        ),
+        regular(
+            "service-db",
+            vec![Rule::action(Action::Dnat(Dnat::To(sock(
+                "10.244.3.3:5432",
+            ))))],
+        ),
+        regular("orphan", vec![Rule::verdict(Verdict::Drop)]),
+    ]);
+    let key = |addr: &str, port: u16| {
+        vec![
+            Value::Addr(ip(addr)),
+            Value::Proto(Protocol::Tcp),
+            Value::Port(port),
+        ]
+    };
+    t.maps.push(Map {
+        name: "service-ips".into(),
+        key: vec![
+            DataType::Ipv4Addr,
+            DataType::InetProto,
+            DataType::InetService,
+        ],
+        comment: None,
+        elements: vec![
+            VerdictElement {
+                key: key("10.96.0.1", 80),
+                verdict: Verdict::Goto("service-web".into()),
+            },
+            VerdictElement {
+                key: key("10.96.0.2", 5432),
+                verdict: Verdict::Goto("service-db".into()),
+            },
+        ],
+    });
+    t.sets.push(Set {
+        name: "guarded".into(),
+        key: vec![
+            DataType::Ipv4Addr,
+            DataType::InetProto,
+            DataType::InetService,
+        ],
+        interval: false,
+        timeout: None,
+        comment: None,
+        elements: vec![key("10.96.0.2", 5432)],
+    });
+    t.endpoint_maps.push(EndpointMap {
+        name: "endpoints-0".into(),
+        comment: None,
+        elements: vec![
+            // Another chain's window (0-3), then web's: 3 keys and 1 key.
+            EndpointRange {
+                first: 0,
+                last: 3,
+                target: sock("10.244.9.9:1"),
+            },
+            EndpointRange {
+                first: 4,
+                last: 6,
+                target: sock("10.244.1.1:8080"),
+            },
+            EndpointRange {
+                first: 7,
+                last: 7,
+                target: sock("10.244.2.2:8080"),
+            },
+        ],
+    });
+    ruleset(t)
+}
+
+/// The `a -> b [label=…]` lines of a graph, as (from, to, label).
+fn edges(dot: &str) -> Vec<(String, String, String)> {
+    dot.lines()
+        .filter_map(|line| {
+            let (from, rest) = line.trim().split_once(" -> ")?;
+            let (to, attrs) = rest.split_once(" [")?;
+            let label = attrs.split("label=\"").nth(1)?.split('"').next()?;
+            Some((
+                from.trim_matches('"').to_string(),
+                to.trim_matches('"').to_string(),
+                label.to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn has_edge(edges: &[(String, String, String)], from: &str, to: &str) -> bool {
+    edges.iter().any(|(f, t, _)| f == from && t == to)
+}
+
+#[test]
+fn graph_follows_jumps_vmap_elements_and_endpoint_windows() {
+    let dot = crate::render_dot(&graph_table(), None);
+    assert!(
+        dot.starts_with("digraph kproxy {\n") && dot.ends_with("}\n"),
+        "{dot}"
+    );
+    let e = edges(&dot);
+    // Hooks to base chains in priority order: guard (-110) before nat-prerouting (-100).
+    let hooked: Vec<&str> = e
+        .iter()
+        .filter(|(f, _, _)| f == "ip hook prerouting")
+        .map(|(_, t, _)| t.as_str())
+        .collect();
+    assert_eq!(hooked, ["ip chain guard", "ip chain nat-pre"]);
+    assert!(has_edge(&e, "ip chain nat-pre", "ip chain services"));
+    assert!(has_edge(&e, "ip chain services", "ip map service-ips"));
+    assert!(has_edge(&e, "ip map service-ips", "ip chain service-web"));
+    assert!(has_edge(&e, "ip map service-ips", "ip chain service-db"));
+    assert!(has_edge(
+        &e,
+        "ip chain service-web",
+        "ip window endpoints-0 4"
+    ));
+    assert!(has_edge(
+        &e,
+        "ip chain service-db",
+        "ip endpoint 10.244.3.3:5432"
+    ));
+    assert!(has_edge(&e, "ip chain guard", "ip end drop"));
+    assert!(has_edge(&e, "ip chain orphan", "ip end drop"));
+    // Only the window's ranges, each with its share of the window.
+    let ranges: Vec<(&str, &str)> = e
+        .iter()
+        .filter(|(f, _, _)| f == "ip window endpoints-0 4")
+        .map(|(_, t, l)| (t.as_str(), l.as_str()))
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            ("ip endpoint 10.244.1.1:8080", "3/4 (75%): 4-6"),
+            ("ip endpoint 10.244.2.2:8080", "1/4 (25%): 7-7"),
+        ]
+    );
+    assert!(
+        !dot.contains("10.244.9.9"),
+        "another window's endpoint: {dot}"
+    );
+    // Deterministic.
+    assert_eq!(dot, crate::render_dot(&graph_table(), None));
+}
+
+#[test]
+fn graph_focus_keeps_one_services_paths_only() {
+    let key = vec![
+        Value::Addr(ip("10.96.0.2")),
+        Value::Proto(Protocol::Tcp),
+        Value::Port(5432),
+    ];
+    let focus = crate::Focus {
+        chains: ["service-db".to_string()].into(),
+        keys: [key].into(),
+    };
+    let dot = crate::render_dot(&graph_table(), Some(&focus));
+    let e = edges(&dot);
+    assert!(has_edge(&e, "ip hook prerouting", "ip chain nat-pre"));
+    assert!(has_edge(&e, "ip chain nat-pre", "ip chain services"));
+    assert!(has_edge(&e, "ip map service-ips", "ip chain service-db"));
+    assert!(has_edge(
+        &e,
+        "ip chain service-db",
+        "ip endpoint 10.244.3.3:5432"
+    ));
+    // The drop rule looks db's key up in @guarded: it belongs to db.
+    assert!(has_edge(&e, "ip hook prerouting", "ip chain guard"));
+    assert!(has_edge(&e, "ip chain guard", "ip end drop"));
+    // Nothing of web, nor the unreachable chain.
+    assert!(!dot.contains("service-web"), "{dot}");
+    assert!(!dot.contains("10.244.1.1"), "{dot}");
+    assert!(!dot.contains("orphan"), "{dot}");
+    let labels: Vec<&str> = e
+        .iter()
+        .filter(|(f, _, _)| f == "ip map service-ips")
+        .map(|(_, _, l)| l.as_str())
+        .collect();
+    assert_eq!(labels, ["10.96.0.2 . tcp . 5432 : goto service-db"]);
+}
+
+#[test]
+fn graph_labels_are_quoted_for_dot() {
+    let mut rules = graph_table();
+    rules.tables[0].chains[2].comment = Some("say \"hi\" \\ bye".into());
+    let dot = crate::render_dot(&rules, None);
+    assert!(
+        dot.contains(r#"label="chain services\n\"say \"hi\" \\ bye\"""#),
+        "{dot}"
+    );
+}

@@ -1,14 +1,26 @@
 //! `kproxy dry-run`: print the ruleset for manifests, touching nothing.
+//!
+//! `--output dot` lives here rather than in a `graph` subcommand: it is one more rendering of
+//! the same compiled ruleset (beside `nft -f` text and the JSON IR), from the same input, with
+//! the same exit codes; a separate command would repeat every input flag for no new behaviour.
 
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use kproxy_compiler::ir::Value;
+use kproxy_compiler::naming;
+use kproxy_model::ProxyState;
+use kproxy_trace::Focus;
 
 use super::compile::{compile, Compiled};
-use crate::cli::{DryRunArgs, OutputFormat};
+use crate::cli::{DryRunArgs, DryRunFormat};
 
 pub fn run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
+    if args.service.is_some() && args.output != DryRunFormat::Dot {
+        bail!("--service only applies to --output dot");
+    }
     let Ok(compiled) = compile(&args.input)? else {
         return Ok(ExitCode::FAILURE);
     };
@@ -17,18 +29,25 @@ pub fn run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
         node_name,
         service_ports,
         problems,
-        ..
+        state,
     } = compiled;
     let text = match args.output {
-        OutputFormat::Text => {
+        DryRunFormat::Text => {
             let mut text = format!(
                 "# kproxy ruleset for node {node_name}: {service_ports} Service ports. Load with `nft -f`.\n",
             );
             text.push_str(&kproxy_compiler::render::nft::ruleset(&ruleset));
             text
         }
-        OutputFormat::Json => {
+        DryRunFormat::Json => {
             serde_json::to_string_pretty(&ruleset).context("encoding the ruleset as JSON")? + "\n"
+        }
+        DryRunFormat::Dot => {
+            let focus = match &args.service {
+                Some(service) => Some(focus(&state, service)?),
+                None => None,
+            };
+            kproxy_trace::render_dot(&ruleset, focus.as_ref())
         }
     };
     let mut stdout = std::io::stdout().lock();
@@ -41,4 +60,47 @@ pub fn run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The objects of Service `namespace/name`: its chains, named as the compiler names them, and
+/// the keys its addresses and ports have in the sets and maps.
+fn focus(state: &ProxyState, service: &str) -> anyhow::Result<Focus> {
+    let Some((namespace, name)) = service.split_once('/') else {
+        bail!("--service {service:?} is not NAMESPACE/NAME");
+    };
+    let mut focus = Focus::default();
+    let mut found = false;
+    for port in state
+        .ports
+        .iter()
+        .filter(|p| p.name.namespace == namespace && p.name.service == name)
+    {
+        found = true;
+        let id = naming::port_id(&port.name, port.port);
+        focus.chains.extend([
+            naming::service_chain(&id),
+            naming::local_chain(&id),
+            naming::external_chain(&id),
+        ]);
+        let proto = Value::Proto(port.name.protocol);
+        if let Some(node_port) = port.node_port {
+            focus.keys.insert(vec![proto, Value::Port(node_port)]);
+        }
+        for family in &port.families {
+            let addresses: BTreeSet<_> = std::iter::once(family.cluster_ip)
+                .chain(family.external_ips.iter().copied())
+                .chain(family.load_balancer_ips.iter().copied())
+                .collect();
+            for addr in addresses {
+                focus.keys.insert(vec![Value::Addr(addr)]);
+                focus
+                    .keys
+                    .insert(vec![Value::Addr(addr), proto, Value::Port(port.port)]);
+            }
+        }
+    }
+    if !found {
+        bail!("no Service {namespace}/{name} with ports in the input");
+    }
+    Ok(focus)
 }
