@@ -6,6 +6,8 @@
 //!   internalTrafficPolicy, terminating endpoints;
 //! * `external`: NodePort masquerade, externalTrafficPolicy Local, load-balancer source ranges,
 //!   externalIPs;
+//! * `trace_check`: `kproxy trace`'s predictions for 40 packets against what connections
+//!   through the kernel experience;
 //! * `updates`: re-programming converges, and live traffic sees no failure while it happens.
 //!
 //! Rules are programmed by [`program`] only, with `kproxy apply` inside the node namespace.
@@ -13,6 +15,7 @@
 mod clusterip;
 mod external;
 mod manifests;
+mod trace_check;
 mod updates;
 
 use std::io::Write as _;
