@@ -37,8 +37,9 @@ pub enum Command {
     /// The node daemon: watch the API server and keep this network namespace's rules equal to
     /// its Services, EndpointSlices and Node (what kube-proxy does).
     Run(RunArgs),
-    /// Trace one packet through the rules compiled from the manifests, without touching the
-    /// kernel: every possible path with its probability, the rules it meets, DNAT and masquerade.
+    /// Trace one packet through the rules compiled from the manifests (or, with `--live`, the
+    /// rules in this network namespace's kernel), without sending anything: every possible path
+    /// with its probability, the rules it meets, DNAT and masquerade.
     Trace(TraceArgs),
     /// Print the version, the git commit it was built from, and the build's target and profile.
     Version,
@@ -121,10 +122,31 @@ pub struct BindAddress(pub Option<SocketAddr>);
 /// Flags of `kproxy trace`.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
+    /// Manifest file, directory (its *.yaml, *.yml and *.json files) or `-` for stdin.
+    /// Repeatable. Not with `--live`.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        required_unless_present = "live"
+    )]
+    pub files: Vec<PathBuf>,
     #[command(flatten)]
-    pub input: InputArgs,
+    pub proxy: ProxyFlags,
+    /// Compile the valid objects even when others are invalid (still exits non-zero).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Trace through the rules in this network namespace's kernel (kproxy's tables read back
+    /// over netlink, as a restarted kproxy adopts them) instead of compiling manifests: on a
+    /// node, or under `ip netns exec`. `fib … type local` follows the kernel's local routes.
+    #[arg(long, conflicts_with_all = [
+        "files", "keep_going", "hostname_override", "cluster_cidr", "masquerade_all",
+        "local_addresses",
+    ])]
+    pub live: bool,
     /// The packet's source, `IP` or `IP:PORT` (`[IPv6]:PORT`; port 40000 if none). Default with
-    /// `--from node`: the node's primary IP of the destination's family.
+    /// `--from node`: the node's primary IP of the destination's family (with `--live`: the
+    /// source address the kernel's routes pick for the destination).
     #[arg(long, value_name = "IP[:PORT]")]
     pub src: Option<String>,
     /// The packet's destination: a ClusterIP, node address, external or load-balancer IP.

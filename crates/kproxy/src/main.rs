@@ -6,6 +6,7 @@ mod cmd;
 mod conntrack_targets;
 mod hostname;
 mod input;
+mod local_routes;
 
 use std::process::ExitCode;
 

@@ -201,3 +201,152 @@ fn trace_json_is_the_typed_trace() {
     }
     assert_eq!(outcomes[0]["disposition"]["dnat"], "10.244.1.10:8080");
 }
+
+/// Flags of a case's command line that say what to compile (with a value, or without).
+const INPUT_FLAGS: [&str; 6] = [
+    "-f",
+    "--filename",
+    "--hostname-override",
+    "--cluster-cidr",
+    "--nodeport-addresses",
+    "--proxy-mode",
+];
+const INPUT_SWITCHES: [&str; 2] = ["--masquerade-all", "--keep-going"];
+
+/// A trace case's command line split into what `apply` needs and what describes the packet.
+fn split_input(args: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut input, mut packet) = (Vec::new(), Vec::new());
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if INPUT_FLAGS.contains(&arg.as_str()) {
+            input.push(arg.clone());
+            input.extend(args.next().cloned());
+        } else if INPUT_SWITCHES.contains(&arg.as_str()) {
+            input.push(arg.clone());
+        } else {
+            packet.push(arg.clone());
+        }
+    }
+    (input, packet)
+}
+
+/// `kproxy trace --live` on a node: every golden trace case's manifests programmed into a
+/// throwaway namespace with `kproxy apply`, then the same packet traced through the rules read
+/// back from its kernel. The result must be the reviewed offline trace, line for line, after
+/// the line that says where the rules came from. The namespace's one interface holds the
+/// cases' node address (192.168.10.11) and IPv6 is off on it, so the kernel's local addresses
+/// are exactly the offline trace's (the Node's InternalIP, 127.0.0.0/8, ::1).
+#[test]
+fn live_traces_of_applied_rules_equal_the_offline_traces() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let ns = kproxy_testkit::NetNs::new("trace-live");
+    ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+    ns.ip_batch(
+        "link set lo up\n\
+         link add k0 type veth peer name k1\n\
+         addr add 192.168.10.11/24 dev k0\n\
+         link set k0 up\n\
+         link set k1 up\n\
+         route add default via 192.168.10.1 dev k0 onlink\n",
+    );
+    let root = support::testdata().join("..");
+    let in_ns = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_kproxy")])
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .expect("running kproxy in the namespace")
+    };
+    let empty = in_ns(&[
+        "trace",
+        "--live",
+        "--src",
+        "10.0.0.1",
+        "--dst",
+        "10.0.0.2:80",
+    ]);
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(
+        !empty.status.success() && stderr.contains("no kproxy tables"),
+        "{stderr}"
+    );
+    let mut failures = Vec::new();
+    let cases = support::cases("trace");
+    for case in &cases {
+        let name = support::name(case);
+        let (input, packet) = split_input(&args(case));
+        assert!(
+            !packet.iter().any(|a| a == "--local-address"),
+            "{name}: --local-address has no --live equivalent"
+        );
+        let input: Vec<&str> = input.iter().map(String::as_str).collect();
+        let applied = in_ns(&[&["apply"], input.as_slice()].concat());
+        assert!(
+            applied.status.success(),
+            "{name}: apply: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        let packet: Vec<&str> = packet.iter().map(String::as_str).collect();
+        let live = in_ns(&[&["trace", "--live"], packet.as_slice()].concat());
+        if !live.status.success() {
+            failures.push(format!(
+                "{name}: trace --live failed: {}",
+                String::from_utf8_lossy(&live.stderr)
+            ));
+            continue;
+        }
+        let stdout = String::from_utf8(live.stdout).expect("UTF-8 output");
+        let Some((header, trace)) = stdout.split_once('\n') else {
+            failures.push(format!("{name}: no output"));
+            continue;
+        };
+        if header != "rules: kproxy's tables in this network namespace's kernel (ip), read back over netlink" {
+            failures.push(format!("{name}: unexpected first line {header:?}"));
+        }
+        let expected = std::fs::read_to_string(case.join("expected.txt")).expect("expected.txt");
+        if trace != expected {
+            let diff = similar::TextDiff::from_lines(expected.as_str(), trace)
+                .unified_diff()
+                .header("offline (expected.txt)", "--live")
+                .to_string();
+            failures.push(format!("{name}: the live trace differs:\n{diff}"));
+        }
+    }
+    assert!(cases.len() >= 9, "only {} trace cases", cases.len());
+    golden::assert_all(failures);
+}
+
+#[test]
+fn trace_takes_manifests_or_live_not_both() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kproxy"))
+            .arg("trace")
+            .args(args)
+            .current_dir(support::testdata().join(".."))
+            .output()
+            .expect("running kproxy");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let neither = run(&["--src", "10.244.1.5", "--dst", "10.96.100.10:80"]);
+    assert!(neither.contains("--filename <PATH>"), "{neither}");
+    let both = run(&[
+        "--live",
+        "-f",
+        "testdata/golden/clusterip-basic/input.yaml",
+        "--dst",
+        "10.96.100.10:80",
+    ]);
+    assert!(both.contains("cannot be used with"), "{both}");
+    let flags = run(&[
+        "--live",
+        "--cluster-cidr",
+        "10.244.0.0/16",
+        "--dst",
+        "10.96.100.10:80",
+    ]);
+    assert!(flags.contains("cannot be used with"), "{flags}");
+}

@@ -109,6 +109,19 @@ impl LocalAddresses {
         LocalAddresses { nets }
     }
 
+    /// The given networks (a kernel's `local` routes, such as `127.0.0.0/8`), plus
+    /// `127.0.0.0/8` and `::1`: what `--live` reads from the kernel.
+    pub fn from_networks(networks: impl IntoIterator<Item = IpNet>) -> LocalAddresses {
+        let mut local = LocalAddresses::new([]);
+        for net in networks {
+            let net = net.trunc();
+            if !local.nets.iter().any(|n| n.contains(&net)) {
+                local.nets.push(net);
+            }
+        }
+        local
+    }
+
     /// True when `addr` is an address of this host.
     pub fn contains(&self, addr: IpAddr) -> bool {
         self.nets.iter().any(|n| n.contains(&addr))

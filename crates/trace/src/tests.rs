@@ -1154,3 +1154,20 @@ fn graph_labels_are_quoted_for_dot() {
         "{dot}"
     );
 }
+
+#[test]
+fn local_networks_from_the_kernel_include_prefixes_once() {
+    let local = LocalAddresses::from_networks([
+        net("127.0.0.0/8"),
+        net("127.0.0.1/32"),
+        net("10.0.0.0/8"),
+        net("192.168.10.11/32"),
+    ]);
+    let nets: Vec<String> = local.networks().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        nets,
+        ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "192.168.10.11/32"]
+    );
+    assert!(local.contains(ip("10.1.2.3")));
+    assert!(!local.contains(ip("192.168.10.12")));
+}
