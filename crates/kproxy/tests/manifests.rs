@@ -1,7 +1,10 @@
 //! The deployment files against the code they deploy: `manifests/` (typed k8s-openapi objects,
 //! RBAC equal to what the watcher requests, probes on the binary's default health port, only
-//! flags the binary has, a complete kustomization) and the `Dockerfile` (two bookworm stages,
-//! a runtime stage that installs every shared library the binary links). Fast; no root.
+//! flags the binary has, a ConfigMap whose KubeProxyConfiguration the binary reads without a
+//! warning, mounted where `--config` points, a complete kustomization and an iptables overlay
+//! that changes only the mode) and the `Dockerfile` (two bookworm stages, a runtime stage that
+//! installs exactly the shared libraries the binary links, CA certificates and iptables).
+//! Fast; no root.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -9,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Container, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kproxy_watcher::API_ACCESS;
@@ -31,6 +34,7 @@ fn manifests_dir() -> PathBuf {
 /// Every object in `manifests/`, typed.
 #[derive(Default)]
 struct Objects {
+    config_maps: Vec<ConfigMap>,
     service_accounts: Vec<ServiceAccount>,
     cluster_roles: Vec<ClusterRole>,
     bindings: Vec<ClusterRoleBinding>,
@@ -106,6 +110,7 @@ fn load() -> Objects {
             let api_version = json["apiVersion"].as_str().unwrap_or_default();
             let kind = json["kind"].as_str().unwrap_or_default();
             match (api_version, kind) {
+                ("v1", "ConfigMap") => objects.config_maps.push(typed(&json, &whence)),
                 ("v1", "ServiceAccount") => objects.service_accounts.push(typed(&json, &whence)),
                 ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
                     objects.cluster_roles.push(typed(&json, &whence))
@@ -131,10 +136,13 @@ fn one<'a, T>(objects: &'a [T], kind: &str) -> &'a T {
     &objects[0]
 }
 
-fn container(daemon_set: &DaemonSet) -> &Container {
+fn pod_spec(daemon_set: &DaemonSet) -> &PodSpec {
     let spec = daemon_set.spec.as_ref().expect("DaemonSet spec");
-    let pod = spec.template.spec.as_ref().expect("pod spec");
-    let [container] = pod.containers.as_slice() else {
+    spec.template.spec.as_ref().expect("pod spec")
+}
+
+fn container(daemon_set: &DaemonSet) -> &Container {
+    let [container] = pod_spec(daemon_set).containers.as_slice() else {
         panic!("the DaemonSet should run exactly one container");
     };
     container
@@ -180,14 +188,160 @@ fn run_default(flag: &str) -> String {
         .to_string()
 }
 
+/// The value of `--<flag>=…` in the container's arguments.
+fn arg_value<'a>(container: &'a Container, flag: &str) -> Option<&'a str> {
+    let prefix = format!("--{flag}=");
+    container
+        .args
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find_map(|arg| arg.strip_prefix(&prefix))
+}
+
+/// The KubeProxyConfiguration the DaemonSet's `--config` reads: the path, and the text the
+/// ConfigMap mounted there holds under that file name. Panics unless the path is inside a
+/// read-only mount of the ConfigMap (a whole-volume mount: a `subPath` mount never sees an
+/// edited ConfigMap) and the ConfigMap has the key.
+fn mounted_configuration(objects: &Objects) -> (String, String) {
+    let daemon_set = one(&objects.daemon_sets, "DaemonSet");
+    let config_map = one(&objects.config_maps, "ConfigMap");
+    let container = container(daemon_set);
+    let path = arg_value(container, "config").expect("the container passes --config=PATH");
+    let path = Path::new(path);
+    let (Some(dir), Some(file)) = (path.parent(), path.file_name()) else {
+        panic!("--config={}: not a path to a file", path.display());
+    };
+    assert!(path.is_absolute(), "--config={}: relative", path.display());
+    let mount = container
+        .volume_mounts
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|mount| Path::new(&mount.mount_path) == dir)
+        .unwrap_or_else(|| panic!("nothing is mounted at {}", dir.display()));
+    assert!(mount.sub_path.is_none(), "{}: a subPath mount", mount.name);
+    assert_eq!(mount.read_only, Some(true), "{}: not read-only", mount.name);
+    let volume = pod_spec(daemon_set)
+        .volumes
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|volume| volume.name == mount.name)
+        .unwrap_or_else(|| panic!("no volume {:?}", mount.name));
+    let source = volume
+        .config_map
+        .as_ref()
+        .unwrap_or_else(|| panic!("volume {:?} is not a ConfigMap", volume.name));
+    assert_eq!(Some(&source.name), config_map.metadata.name.as_ref());
+    assert!(
+        source.items.is_none(),
+        "volume {:?}: items rename the ConfigMap's files",
+        volume.name
+    );
+    let key = file.to_str().expect("a UTF-8 file name");
+    let text = config_map
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .unwrap_or_else(|| {
+            panic!(
+                "the ConfigMap has no key {key:?} (--config={})",
+                path.display()
+            )
+        });
+    (path.display().to_string(), text.clone())
+}
+
+/// A KubeProxyConfiguration as YAML (a mapping).
+fn configuration_fields(text: &str) -> serde_yaml::Mapping {
+    match serde_yaml::from_str(text) {
+        Ok(serde_yaml::Value::Mapping(fields)) => fields,
+        other => panic!("the KubeProxyConfiguration is not a YAML mapping: {other:?}"),
+    }
+}
+
+/// A string field of a KubeProxyConfiguration; `None` when absent or empty (unset).
+fn configuration_string(text: &str, field: &str) -> Option<String> {
+    configuration_fields(text)
+        .get(field)
+        .and_then(serde_yaml::Value::as_str)
+        .filter(|value| !value.is_empty())
+        .map(str::to_string)
+}
+
+/// The warnings kproxy's own reader (`cmd/run/config_file.rs`) has for `text`, run through the
+/// binary: `kproxy run --config FILE --<bad_flag>=not-a-cidr`. kproxy has no library target,
+/// and `run` validates the compiling flags right after reading the file, so the bad flag stops
+/// it there, before it listens, touches the kernel or calls the API server. The flag given
+/// wins over the file; the file's values for the other flags are validated on the way, so
+/// the one error must be the bad flag's.
+fn warnings_of_kproxy_reading(text: &str, bad_flag: &str) -> Vec<String> {
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!(
+        "kproxy-manifests-test-{}-{n}.conf",
+        std::process::id()
+    ));
+    std::fs::write(&file, text).expect("writing the configuration to a temporary file");
+    let output = Command::new(env!("CARGO_BIN_EXE_kproxy"))
+        .arg("run")
+        .arg(format!("--config={}", file.display()))
+        .arg(format!("--{bad_flag}=not-a-cidr"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running kproxy");
+    std::fs::remove_file(&file).ok();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "kproxy run: {stderr}");
+    assert!(
+        stderr.contains("INFO read the KubeProxyConfiguration"),
+        "kproxy did not read the file: {stderr}"
+    );
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("error: "))
+        .collect();
+    assert_eq!(
+        errors,
+        [format!("--{bad_flag}: \"not-a-cidr\" is not a CIDR")],
+        "{stderr}"
+    );
+    stderr
+        .lines()
+        .filter_map(|line| {
+            line.split_once(" WARN ")
+                .map(|(_, warning)| warning.to_string())
+        })
+        .collect()
+}
+
+/// Whether `kproxy run --proxy-mode` takes `mode`.
+fn run_has_mode(mode: &str) -> bool {
+    let help = kproxy_help(&["run", "--help"]);
+    let start = help
+        .lines()
+        .position(|line| line.trim_start().starts_with("--proxy-mode "))
+        .expect("run --help has --proxy-mode");
+    help.lines()
+        .skip(start + 1)
+        .take_while(|line| !line.trim_start().starts_with("--"))
+        .any(|line| line.trim_start().starts_with(&format!("- {mode}:")))
+}
+
 #[test]
 fn every_manifest_is_a_typed_object_in_kube_system() {
     let objects = load();
+    let config_map = one(&objects.config_maps, "ConfigMap");
     let account = one(&objects.service_accounts, "ServiceAccount");
     one(&objects.cluster_roles, "ClusterRole");
     one(&objects.bindings, "ClusterRoleBinding");
     let daemon_set = one(&objects.daemon_sets, "DaemonSet");
-    for namespace in [&account.metadata.namespace, &daemon_set.metadata.namespace] {
+    for namespace in [
+        &config_map.metadata.namespace,
+        &account.metadata.namespace,
+        &daemon_set.metadata.namespace,
+    ] {
         assert_eq!(namespace.as_deref(), Some(NAMESPACE));
     }
 }
@@ -278,6 +432,15 @@ fn probes_use_the_binarys_health_port() {
     let address: SocketAddr = default
         .parse()
         .unwrap_or_else(|e| panic!("default --healthz-bind-address {default:?}: {e}"));
+    // The configuration file may repeat the default, but not move it.
+    let (path, text) = mounted_configuration(&objects);
+    if let Some(configured) = configuration_string(&text, "healthzBindAddress") {
+        assert_eq!(
+            configured.parse::<SocketAddr>().ok(),
+            Some(address),
+            "{path}: healthzBindAddress {configured:?} is not the binary's default {default}"
+        );
+    }
     let port = IntOrString::Int(i32::from(address.port()));
     for (probe, path) in [
         (&container.readiness_probe, "/healthz"),
@@ -318,12 +481,15 @@ fn the_container_runs_kproxy_run_with_flags_it_has() {
             "kproxy run has no --{name} (it has {flags:?})"
         );
     }
-    for flag in ["hostname-override", "cluster-cidr"] {
-        assert!(
-            args.iter().any(|a| a.starts_with(&format!("--{flag}="))),
-            "--{flag} is not set"
-        );
+    for flag in ["config", "hostname-override"] {
+        assert!(arg_value(container, flag).is_some(), "--{flag} is not set");
     }
+    let (path, text) = mounted_configuration(&objects);
+    assert!(
+        arg_value(container, "cluster-cidr").is_some()
+            || configuration_string(&text, "clusterCIDR").is_some(),
+        "neither --cluster-cidr nor clusterCIDR in {path} is set"
+    );
     // `$(NAME)` in args is expanded by the kubelet only when NAME is in env.
     let env: BTreeSet<&str> = container
         .env
@@ -414,14 +580,96 @@ fn the_daemon_set_runs_on_every_node_with_the_least_privilege() {
         .collect();
     assert_eq!(added, BTreeSet::from(["NET_ADMIN", "NET_RAW"]));
 
+    // Sized from docs/benchmarks.md, "The node daemon": the request holds 10,000 Services
+    // (200 MB RSS), the limit 50,000 (911 MB); no CPU limit.
     let resources = container.resources.as_ref().expect("resources");
     let requests = resources.requests.as_ref().expect("requests");
     assert_eq!(requests["cpu"].0, "100m");
-    assert_eq!(requests["memory"].0, "64Mi");
+    assert_eq!(requests["memory"].0, "256Mi");
+    let limits = resources.limits.as_ref().expect("limits");
+    assert_eq!(limits["memory"].0, "1Gi");
+    assert!(!limits.contains_key("cpu"), "a CPU limit only delays syncs");
+}
+
+#[test]
+fn the_daemon_set_mounts_the_config_map_where_config_points() {
+    let objects = load();
+    let (path, text) = mounted_configuration(&objects);
+    assert_eq!(path, "/etc/kproxy/config.conf");
     assert_eq!(
-        resources.limits.as_ref().expect("limits")["memory"].0,
-        "256Mi"
+        configuration_string(&text, "kind").as_deref(),
+        Some("KubeProxyConfiguration")
     );
+}
+
+#[test]
+fn kproxy_reads_the_config_maps_configuration_without_a_warning() {
+    let objects = load();
+    let (path, text) = mounted_configuration(&objects);
+    for bad_flag in ["cluster-cidr", "nodeport-addresses"] {
+        let warnings = warnings_of_kproxy_reading(&text, bad_flag);
+        assert!(
+            warnings.is_empty(),
+            "kproxy warns about {path} (configmap.yaml): {warnings:#?}"
+        );
+    }
+}
+
+#[test]
+fn the_iptables_overlay_sets_only_the_mode() {
+    let dir = manifests_dir().join("overlays/iptables");
+    let text = std::fs::read_to_string(dir.join("kustomization.yaml"))
+        .expect("manifests/overlays/iptables/kustomization.yaml");
+    let kustomization: Value = serde_yaml::from_str(&text).expect("kustomization.yaml is YAML");
+    assert_eq!(kustomization["kind"], "Kustomization");
+    assert_eq!(kustomization["resources"], serde_json::json!(["../.."]));
+    let patches = kustomization["patches"]
+        .as_array()
+        .expect("patches: a list");
+    let [patch] = patches.as_slice() else {
+        panic!("the overlay should have exactly one patch: {patches:?}");
+    };
+    let file = patch["path"].as_str().expect("a patch file");
+    let patch_text = std::fs::read_to_string(dir.join(file)).expect("the overlay's patch");
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&patch_text).expect("the patch is YAML");
+    let json = serde_json::to_value(&yaml).expect("the patch as JSON");
+    let patch: ConfigMap = typed(&json, &format!("manifests/overlays/iptables/{file}"));
+
+    let objects = load();
+    let base = one(&objects.config_maps, "ConfigMap");
+    assert_eq!(patch.metadata.name, base.metadata.name);
+    assert_eq!(patch.metadata.namespace, base.metadata.namespace);
+    let (path, base_text) = mounted_configuration(&objects);
+    let key = Path::new(&path).file_name().unwrap().to_str().unwrap();
+    let data = patch.data.as_ref().expect("the patch sets data");
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        [key],
+        "the patch should replace only {key}"
+    );
+    let overlay_text = &data[key];
+    let mut expected = configuration_fields(&base_text);
+    expected.insert("mode".into(), "iptables".into());
+    assert_eq!(
+        configuration_fields(overlay_text),
+        expected,
+        "the overlay's configuration should be the base's with mode: iptables"
+    );
+
+    let warnings = warnings_of_kproxy_reading(overlay_text, "cluster-cidr");
+    if run_has_mode("iptables") {
+        assert!(warnings.is_empty(), "{warnings:#?}");
+    } else {
+        // The iptables mode is being built; until --proxy-mode takes it, kproxy says so and
+        // programs nftables.
+        let [warning] = warnings.as_slice() else {
+            panic!("expected one warning about the mode: {warnings:#?}");
+        };
+        assert!(
+            warning.contains("mode: \"iptables\" is not supported"),
+            "{warning}"
+        );
+    }
 }
 
 #[test]
@@ -561,8 +809,20 @@ fn owning_package(path: &Path) -> Option<String> {
     })
 }
 
+/// Packages the runtime stage installs that the binary does not link, and why.
+const NOT_LINKED: [(&str, &str); 2] = [
+    (
+        "ca-certificates",
+        "API servers whose certificate a public CA signed",
+    ),
+    (
+        "iptables",
+        "iptables-restore for the iptables mode (being built)",
+    ),
+];
+
 #[test]
-fn the_runtime_image_installs_every_library_the_binary_links() {
+fn the_runtime_image_installs_the_libraries_the_binary_links_and_no_others() {
     let binary = env!("CARGO_BIN_EXE_kproxy");
     let Ok(ldd) = Command::new("ldd").arg(binary).output() else {
         eprintln!("SKIPPED: no ldd here; cannot list the binary's shared libraries");
@@ -593,6 +853,7 @@ fn the_runtime_image_installs_every_library_the_binary_links() {
     let base = ["libc6", "libgcc-s1"];
     let (_, runtime) = dockerfile_stages().pop().expect("a runtime stage");
     let installed = apt_installs(&runtime);
+    let mut linked = BTreeSet::new();
     for (name, path) in libraries {
         let package = owning_package(path)
             .unwrap_or_else(|| panic!("dpkg knows no package for {name} ({})", path.display()));
@@ -603,6 +864,23 @@ fn the_runtime_image_installs_every_library_the_binary_links() {
             installed.contains(&package),
             "the binary links {name} from package {package}, which the Dockerfile's runtime \
              stage does not install (it installs {installed:?})"
+        );
+        linked.insert(package);
+    }
+    let not_linked: BTreeSet<String> = NOT_LINKED.iter().map(|(p, _)| p.to_string()).collect();
+    let extra: Vec<&String> = installed
+        .iter()
+        .filter(|package| !linked.contains(*package) && !not_linked.contains(*package))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "the runtime stage installs {extra:?}, which the binary does not link (nor is it in \
+         NOT_LINKED: {NOT_LINKED:?})"
+    );
+    for (package, why) in NOT_LINKED {
+        assert!(
+            installed.contains(package),
+            "the runtime stage should install {package} ({why})"
         );
     }
 }
