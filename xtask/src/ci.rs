@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: the one command CI (and a developer before pushing) runs.
 
 /// Tidy, formatting, lints, then every test of the workspace, including the kernel tests in
-/// throwaway network namespaces (they need root and `nft`, `ip`; `.ci/run` installs them).
+/// throwaway network namespaces (they need root and `nft`, `ip`; `.ci/run` installs them),
+/// and README.md's first quick-start command in a fresh clone.
 pub fn run() -> anyhow::Result<()> {
     crate::tidy::run()?;
     crate::run("cargo", &["fmt", "--all", "--", "--check"], &[])?;
@@ -33,6 +34,9 @@ pub fn run() -> anyhow::Result<()> {
     }
     // Doc tests are not part of --all-targets.
     crate::run("cargo", &["test", "--workspace", "--doc"], &[])?;
+    // Last, as a user would: README.md's command 1 in a fresh clone of HEAD (the dependencies
+    // come from this target directory; only the workspace's crates are built again).
+    crate::readme::run_in_a_fresh_clone(&crate::project_root())?;
     eprintln!("ci: all checks passed");
     Ok(())
 }

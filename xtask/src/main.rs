@@ -6,6 +6,7 @@
 mod bench;
 mod ci;
 mod golden;
+mod readme;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -17,10 +18,12 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  ci                 everything CI checks: tidy, fmt, clippy, all tests (kernel tests need root)
+  ci                 everything CI checks: tidy, fmt, clippy, all tests (kernel tests need root),
+                     README.md's command 1 in a fresh clone of HEAD
   golden [--bless]   run the golden tests; --bless rewrites testdata/ (review with git diff)
   bench              compiler benchmarks (criterion) and peak memory at 1k/10k/50k Services
-  tidy               source hygiene checks";
+  readme             README.md's quick-start command 1 in a fresh clone of HEAD (part of ci)
+  tidy               source hygiene checks, and .ci/run against README.md's test command";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         ["golden", "--bless"] => golden::run(true),
         ["bench"] => bench::run(),
         ["tidy"] => tidy::run(),
+        ["readme"] => readme::run_in_a_fresh_clone(&project_root()),
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())

@@ -4,7 +4,8 @@
 //! * no trailing whitespace;
 //! * no `#[ignore]` or `#[should_panic]`: a test either runs and asserts, or does not exist;
 //! * `unsafe` only in the syncer's FFI module (and benchmark allocators);
-//! * every golden case has its input, flags and expected output.
+//! * every golden case has its input, flags and expected output;
+//! * `.ci/run` runs exactly README.md's test command (quick start, command 2).
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,15 @@ fn check(root: &Path) -> Vec<String> {
             .display()
             .to_string();
         problems.extend(check_source(&shown, &text));
+    }
+    match (
+        std::fs::read_to_string(root.join("README.md")),
+        std::fs::read_to_string(root.join(".ci/run")),
+    ) {
+        (Ok(readme), Ok(script)) => {
+            problems.extend(crate::readme::check_ci_script(&readme, &script))
+        }
+        _ => problems.push("README.md or .ci/run: unreadable".to_string()),
     }
     for case in dirs(&root.join("testdata/golden")) {
         for needed in ["input.yaml", "flags", "expected.nft"] {
