@@ -162,7 +162,14 @@ fn kproxy_help(args: &[&str]) -> String {
 
 /// The long flags `kproxy run --help` lists (without the dashes).
 fn run_flags() -> BTreeSet<String> {
-    kproxy_help(&["run", "--help"])
+    flags_of(&["run"])
+}
+
+/// The long flags `kproxy <command> --help` lists (without the dashes).
+fn flags_of(command: &[&str]) -> BTreeSet<String> {
+    let mut args = command.to_vec();
+    args.push("--help");
+    kproxy_help(&args)
         .lines()
         .map(str::trim_start)
         .filter(|line| line.starts_with('-'))
@@ -670,6 +677,26 @@ fn the_iptables_overlay_sets_only_the_mode() {
             "{warning}"
         );
     }
+}
+
+#[test]
+fn the_operations_guide_names_every_flag() {
+    let guide =
+        std::fs::read_to_string(root().join("docs/operations.md")).expect("docs/operations.md");
+    let mut missing = Vec::new();
+    for command in ["run", "dry-run", "apply", "trace"] {
+        for flag in flags_of(&[command]) {
+            if !["help", "version"].contains(&flag.as_str())
+                && !guide.contains(&format!("--{flag}"))
+            {
+                missing.push(format!("kproxy {command} --{flag}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/operations.md does not mention {missing:?}"
+    );
 }
 
 #[test]
