@@ -1,8 +1,9 @@
 //! The deployment files against the code they deploy: `manifests/` (typed k8s-openapi objects,
 //! RBAC equal to what the watcher requests, probes on the binary's default health port, only
 //! flags the binary has, a ConfigMap whose KubeProxyConfiguration the binary reads without a
-//! warning, mounted where `--config` points, a complete kustomization and an iptables overlay
-//! that changes only the mode) and the `Dockerfile` (two bookworm stages, a runtime stage that
+//! warning, mounted where `--config` points, complete kustomizations and an iptables overlay
+//! that changes only the mode, built with `kubectl kustomize` where kubectl is installed, and
+//! an operations guide that names every flag) and the `Dockerfile` (two bookworm stages, a runtime stage that
 //! installs exactly the shared libraries the binary links, CA certificates and iptables).
 //! Fast; no root.
 
@@ -31,7 +32,13 @@ fn manifests_dir() -> PathBuf {
     root().join("manifests")
 }
 
-/// Every object in `manifests/`, typed.
+/// Where the objects are: `manifests/base/` (kustomize refuses an overlay inside its base, so
+/// `manifests/kustomization.yaml` and `manifests/overlays/iptables/` both build on it).
+fn base_dir() -> PathBuf {
+    manifests_dir().join("base")
+}
+
+/// Every object in `manifests/base/`, typed.
 #[derive(Default)]
 struct Objects {
     config_maps: Vec<ConfigMap>,
@@ -41,9 +48,9 @@ struct Objects {
     daemon_sets: Vec<DaemonSet>,
 }
 
-/// The YAML files in `manifests/` (but `kustomization.yaml`), by file name, sorted.
+/// The YAML files in `manifests/base/` (but `kustomization.yaml`), by file name, sorted.
 fn yaml_files() -> Vec<String> {
-    let dir = manifests_dir();
+    let dir = base_dir();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").file_name())
@@ -94,13 +101,13 @@ fn difference(yaml: &Value, typed: &Value, path: String) -> Option<String> {
 fn load() -> Objects {
     let mut objects = Objects::default();
     let files = yaml_files();
-    assert!(!files.is_empty(), "no YAML files in manifests/");
+    assert!(!files.is_empty(), "no YAML files in manifests/base/");
     for file in files {
-        let path = manifests_dir().join(&file);
+        let path = base_dir().join(&file);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let whence = format!("manifests/{file}, document {}", index + 1);
+            let whence = format!("manifests/base/{file}, document {}", index + 1);
             let yaml = serde_yaml::Value::deserialize(document)
                 .unwrap_or_else(|e| panic!("{whence}: invalid YAML: {e}"));
             if yaml.is_null() {
@@ -131,7 +138,7 @@ fn one<'a, T>(objects: &'a [T], kind: &str) -> &'a T {
     assert_eq!(
         objects.len(),
         1,
-        "manifests/ should hold exactly one {kind}"
+        "manifests/base/ should hold exactly one {kind}"
     );
     &objects[0]
 }
@@ -629,7 +636,10 @@ fn the_iptables_overlay_sets_only_the_mode() {
         .expect("manifests/overlays/iptables/kustomization.yaml");
     let kustomization: Value = serde_yaml::from_str(&text).expect("kustomization.yaml is YAML");
     assert_eq!(kustomization["kind"], "Kustomization");
-    assert_eq!(kustomization["resources"], serde_json::json!(["../.."]));
+    assert_eq!(
+        kustomization["resources"],
+        serde_json::json!(["../../base"])
+    );
     let patches = kustomization["patches"]
         .as_array()
         .expect("patches: a list");
@@ -699,12 +709,28 @@ fn the_operations_guide_names_every_flag() {
     );
 }
 
+fn kustomization(dir: &Path) -> Value {
+    let path = dir.join("kustomization.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let kustomization: Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
+    assert_eq!(kustomization["kind"], "Kustomization", "{}", path.display());
+    kustomization
+}
+
 #[test]
-fn the_kustomization_lists_exactly_the_yaml_files() {
-    let path = manifests_dir().join("kustomization.yaml");
-    let text = std::fs::read_to_string(&path).expect("manifests/kustomization.yaml");
-    let kustomization: Value = serde_yaml::from_str(&text).expect("kustomization.yaml is YAML");
-    assert_eq!(kustomization["kind"], "Kustomization");
+fn the_kustomizations_list_exactly_the_yaml_files() {
+    // `kubectl apply -k manifests/` is the base, nothing added.
+    let top = kustomization(&manifests_dir());
+    assert_eq!(top["resources"], serde_json::json!(["base"]));
+    for key in ["patches", "images", "namespace", "configMapGenerator"] {
+        assert!(
+            top.get(key).is_none(),
+            "manifests/kustomization.yaml: {key}"
+        );
+    }
+    let kustomization = kustomization(&base_dir());
     let listed: Vec<&str> = kustomization["resources"]
         .as_array()
         .expect("resources: a list")
@@ -721,7 +747,89 @@ fn the_kustomization_lists_exactly_the_yaml_files() {
     let present: BTreeSet<&str> = present.iter().map(String::as_str).collect();
     assert_eq!(
         unique, present,
-        "kustomization.yaml resources vs the YAML files present"
+        "manifests/base/kustomization.yaml resources vs the YAML files present"
+    );
+}
+
+/// `kubectl kustomize DIR`'s objects, or `None` without kubectl.
+fn kustomize(dir: &Path) -> Option<Vec<Value>> {
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .ok()?;
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("UTF-8 YAML");
+    Some(
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|document| {
+                let yaml = serde_yaml::Value::deserialize(document).expect("kustomize's YAML");
+                serde_json::to_value(yaml).expect("as JSON")
+            })
+            .collect(),
+    )
+}
+
+/// The objects of `manifests/base/`, as written (untyped).
+fn base_documents() -> Vec<Value> {
+    let mut documents = Vec::new();
+    for file in yaml_files() {
+        let text = std::fs::read_to_string(base_dir().join(&file)).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let yaml = serde_yaml::Value::deserialize(document).unwrap();
+            if !yaml.is_null() {
+                documents.push(serde_json::to_value(yaml).unwrap());
+            }
+        }
+    }
+    documents
+}
+
+fn sorted(mut documents: Vec<Value>) -> Vec<Value> {
+    documents.sort_by_key(|d| format!("{}/{}", d["kind"], d["metadata"]["name"]));
+    documents
+}
+
+#[test]
+fn kustomize_builds_the_base_and_the_overlay() {
+    let Some(base) = kustomize(&manifests_dir()) else {
+        eprintln!("SKIPPED: no kubectl here; cannot run kubectl kustomize");
+        return;
+    };
+    assert_eq!(
+        sorted(base.clone()),
+        sorted(base_documents()),
+        "kubectl kustomize manifests/ should give exactly the objects of manifests/base/"
+    );
+    let overlay = kustomize(&manifests_dir().join("overlays/iptables")).expect("kubectl");
+    let mut expected = sorted(base);
+    let config_map = expected
+        .iter_mut()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("a ConfigMap");
+    let mut fields = configuration_fields(config_map["data"]["config.conf"].as_str().unwrap());
+    fields.insert("mode".into(), "iptables".into());
+    let mut overlay = sorted(overlay);
+    let built = overlay
+        .iter_mut()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("the overlay's ConfigMap");
+    assert_eq!(
+        configuration_fields(built["data"]["config.conf"].as_str().unwrap()),
+        fields,
+        "the overlay's configuration: the base's with mode: iptables"
+    );
+    // Comments inside the text may differ; the rest must not.
+    built["data"]["config.conf"] = Value::Null;
+    config_map["data"]["config.conf"] = Value::Null;
+    assert_eq!(
+        overlay, expected,
+        "the overlay changes only the configuration"
     );
 }
 
