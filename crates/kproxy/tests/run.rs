@@ -18,7 +18,7 @@ use crate::support;
 /// The longest any step waits for the daemon.
 const WAIT: Duration = Duration::from_secs(10);
 
-fn node(name: &str, ip: &str) -> Value {
+pub(crate) fn node(name: &str, ip: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "zone-a"}},
@@ -58,13 +58,13 @@ fn slice_on(name: &str, service: &str, endpoints: &[(&str, &str)]) -> Value {
 }
 
 /// A `kproxy run` process inside a namespace, logging to a file; killed if the test fails.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn start(ns: &NetNs, args: &[&str]) -> Daemon {
+    pub(crate) fn start(ns: &NetNs, args: &[&str]) -> Daemon {
         let log = std::env::temp_dir().join(format!("{}-run.log", ns.name()));
         let file = File::create(&log).expect("creating the daemon's log file");
         let child = Command::new("ip")
@@ -93,7 +93,7 @@ impl Daemon {
     }
 
     /// Polls `probe` every 50 ms until it returns `Some`, for at most [`WAIT`].
-    fn eventually<T>(&mut self, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    pub(crate) fn eventually<T>(&mut self, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(value) = probe() {
@@ -156,14 +156,14 @@ impl Drop for Daemon {
 
 /// A fake API server listening inside a namespace (bound from a thread inside it), dropped
 /// from inside it too, so its connection threads end in the namespace they serve.
-struct InNs<'a> {
+pub(crate) struct InNs<'a> {
     ns: &'a NetNs,
     api: Option<FakeApiServer>,
 }
 
 impl<'a> InNs<'a> {
     /// Brings the namespace's loopback up and serves `objects` on it.
-    fn serving(ns: &'a NetNs, objects: impl IntoIterator<Item = Value>) -> InNs<'a> {
+    pub(crate) fn serving(ns: &'a NetNs, objects: impl IntoIterator<Item = Value>) -> InNs<'a> {
         ns.ip_batch("link set lo up\n");
         // Bound from a thread inside the namespace, so it listens on the namespace's loopback.
         let api = ns.exec(|| FakeApiServer::start().expect("fake API server"));
@@ -190,7 +190,7 @@ impl Drop for InNs<'_> {
 }
 
 /// `nft list table ip kproxy` in `ns`, if the table exists.
-fn kproxy_table(ns: &NetNs) -> Option<String> {
+pub(crate) fn kproxy_table(ns: &NetNs) -> Option<String> {
     let out = ns.run("nft", &["list", "table", "ip", "kproxy"]);
     out.status
         .success()
@@ -198,7 +198,7 @@ fn kproxy_table(ns: &NetNs) -> Option<String> {
 }
 
 /// One HTTP/1.1 GET from inside `ns`: status code and body.
-fn http_get(ns: &NetNs, addr: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(ns: &NetNs, addr: &str, path: &str) -> Option<(u16, String)> {
     http_exchange(ns, addr, path)
         .ok()
         .map(|(code, _, body)| (code, body))

@@ -148,7 +148,8 @@ impl Service {
         self
     }
 
-    fn objects(&self) -> Vec<Value> {
+    /// The Service and its EndpointSlices, as the API server stores them.
+    pub fn objects(&self) -> Vec<Value> {
         let families: Vec<&str> = self.cluster_ips.iter().map(|ip| family(*ip)).collect();
         let kind = match (self.load_balancer_ip, self.node_port) {
             (Some(_), _) => "LoadBalancer",

@@ -9,10 +9,13 @@
 //! * `trace_check`: `kproxy trace`'s predictions for 40 packets against what connections
 //!   through the kernel experience;
 //! * `updates`: re-programming converges, and live traffic sees no failure while it happens.
+//! * `daemon`: `kproxy run`, fed by the fake API server, carries traffic and follows changes.
 //!
-//! Rules are programmed by [`program`] only, with `kproxy apply` inside the node namespace.
+//! Apart from `daemon`, rules are programmed by [`program`] only, with `kproxy apply` inside
+//! the node namespace.
 
 mod clusterip;
+mod daemon;
 mod external;
 mod manifests;
 mod trace_check;

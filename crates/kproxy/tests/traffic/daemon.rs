@@ -1,0 +1,112 @@
+//! `kproxy run` carrying real traffic: the daemon, fed by the fake API server inside the
+//! topology's node namespace, programs that kernel; pods connect through the rules it keeps in
+//! step with Service and EndpointSlice changes (partial syncs).
+
+use kproxy_fakeapi::Resource;
+use kproxy_testkit::traffic::Tally;
+
+use super::manifests::{local, remote, Service, NODE};
+use super::{at, topology};
+use crate::run::{http_get, kproxy_table, node, Daemon, InNs};
+
+const PODS: [(&str, &str); 4] = [
+    ("client", "10.244.1.5"),
+    ("a", "10.244.1.10"),
+    ("b", "10.244.2.11"),
+    ("d", "10.244.2.12"),
+];
+
+/// The pods answering `count` TCP and `count` UDP exchanges, if none failed.
+fn answering(client: &kproxy_testkit::topology::Host, count: usize) -> Option<Vec<String>> {
+    let to = at("10.96.0.10", None);
+    let tcp = Tally::of(&client.tcp_repeat(to, count));
+    let udp = Tally::of(&client.udp_repeat(to, count));
+    let names = |t: &Tally| {
+        t.names()
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    (tcp.failures.is_empty() && udp.failures.is_empty() && names(&tcp) == names(&udp))
+        .then(|| names(&tcp))
+}
+
+/// `name`'s value in Prometheus text, summed over its label sets.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn run_carries_traffic_and_follows_endpoint_changes_and_deletes() {
+    let Some(topo) = topology("tr-run", &PODS, &[]) else {
+        return;
+    };
+    let (a, b, d) = (topo.pod("a"), topo.pod("b"), topo.pod("d"));
+    let web = Service::new("web", &["10.96.0.10"]);
+    let mut objects = vec![node(NODE, &topo.node_ipv4().to_string())];
+    objects.extend(web.clone().endpoints([local(a), remote(b)]).objects());
+    let api = InNs::serving(topo.node(), objects);
+    let url = api.url();
+    let mut daemon = Daemon::start(
+        topo.node(),
+        &[
+            "--master",
+            &url,
+            "--hostname-override",
+            NODE,
+            "--cluster-cidr",
+            "10.244.0.0/16,fd00:10:244::/56",
+            "--min-sync-period",
+            "0",
+            "--healthz-bind-address",
+            "127.0.0.1:10256",
+            "--metrics-bind-address",
+            "127.0.0.1:10249",
+        ],
+    );
+    let client = topo.pod("client");
+
+    // After the caches sync, the first (full) sync: both endpoints answer, TCP and UDP.
+    daemon.eventually("a and b answering", || {
+        answering(client, 24).filter(|names| names == &["a", "b"])
+    });
+
+    // The slice now lists d alone: a partial sync moves every new connection there.
+    for object in web.clone().endpoints([remote(d)]).objects() {
+        api.apply(&object).expect("stored");
+    }
+    daemon.eventually("only d answering", || {
+        answering(client, 24).filter(|names| names == &["d"])
+    });
+
+    // Deleting the Service takes its address out of the kernel.
+    api.delete(Resource::EndpointSlices, "default", "web-0")
+        .expect("the slice existed");
+    api.delete(Resource::Services, "default", "web")
+        .expect("the Service existed");
+    daemon.eventually("web's rules gone", || {
+        kproxy_table(topo.node()).filter(|table| !table.contains("10.96.0.10"))
+    });
+
+    // One full sync at start; the changes went through partial ones.
+    let (code, text) = daemon.eventually("/metrics", || {
+        http_get(topo.node(), "127.0.0.1:10249", "/metrics")
+    });
+    assert_eq!(code, 200);
+    let full = metric(
+        &text,
+        "kubeproxy_sync_full_proxy_rules_duration_seconds_count",
+    );
+    let partial = metric(
+        &text,
+        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count",
+    );
+    assert_eq!(full, 1.0, "{text}");
+    assert!(partial >= 2.0, "{text}");
+}
