@@ -292,7 +292,10 @@ mod tests {
         tracker.applied(&slice("web-1", Some("web"), "1"), &mut changes);
         assert_eq!(keys(&changes), ["ns/web"]);
         assert_eq!(changes.endpoint_slices, changes.services);
-        assert!(changes.service_objects.is_empty(), "a slice is not the Service");
+        assert!(
+            changes.service_objects.is_empty(),
+            "a slice is not the Service"
+        );
         let mut changes = Changes::default();
         tracker.applied(&slice("web-1", Some("api"), "2"), &mut changes);
         assert_eq!(keys(&changes), ["ns/api", "ns/web"]);
