@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kproxy_compiler::ir::{Match, Rule, Ruleset, SetRef};
-use kproxy_compiler::{compile, render, Options};
+use kproxy_compiler::{compile, render, Incremental, Options, PortChange};
 use kproxy_model::{Endpoint, ServicePort};
 use kproxy_synthetic::Kind;
 
@@ -280,6 +280,36 @@ fn main() -> ExitCode {
         best_drop = best_drop.min(start.elapsed());
     }
 
+    // The daemon's form: one fragment per Service port, updated per change.
+    let baseline = current();
+    let start = Instant::now();
+    let mut incremental = Incremental::new(&state, &options);
+    let incremental_time = start.elapsed();
+    let incremental_bytes = current() - baseline;
+    let mut changed = state.ports[state.ports.len() / 2].clone();
+    let mut best_update = Duration::MAX;
+    for _ in 0..20 {
+        if let Some(family) = changed.families.first_mut() {
+            match family.endpoints.cluster.pop() {
+                Some(_) => {}
+                None => family.endpoints.cluster.push(Endpoint {
+                    addr: IpAddr::V4(Ipv4Addr::new(10, 127, 0, 1)),
+                    port: 8080,
+                    local: false,
+                }),
+            }
+        }
+        let start = Instant::now();
+        let change = incremental.update([PortChange::Set(changed.clone())]);
+        best_update = best_update.min(start.elapsed());
+        std::hint::black_box(change);
+    }
+    let start = Instant::now();
+    let whole = incremental.ruleset();
+    let materialize_time = start.elapsed();
+    drop(whole);
+    drop(incremental);
+
     let ports = state.ports.len();
     let families: usize = state.ports.iter().map(|p| p.families.len()).sum();
     println!(
@@ -304,6 +334,16 @@ fn main() -> ExitCode {
             ms(best_compile + best_render),
         ),
         (format!("free the IR, best of {runs}"), ms(best_drop)),
+        ("incremental: build".into(), ms(incremental_time)),
+        ("incremental: heap, live".into(), mib(incremental_bytes)),
+        (
+            "incremental: one port's endpoints, best of 20".into(),
+            format!("{:.1} µs", best_update.as_secs_f64() * 1e6),
+        ),
+        (
+            "incremental: whole ruleset out".into(),
+            ms(materialize_time),
+        ),
         (
             "rendered text".into(),
             format!("{text_len} bytes, {text_lines} lines"),

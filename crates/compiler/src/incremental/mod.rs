@@ -174,8 +174,10 @@ struct FamilyState {
     shards: BTreeMap<u32, BTreeMap<(u32, String), Slot>>,
 }
 
-/// The claims on one map key, by port and position in the port's fragment.
-type Claims = BTreeMap<(ServicePortName, usize), Verdict>;
+/// The claims on one map key, sorted by port and position in the port's fragment. Nearly
+/// every key has one claim, so a sorted vector (not a tree, whose smallest node holds eleven)
+/// keeps them.
+type Claims = Vec<((ServicePortName, usize), Verdict)>;
 
 /// An endpoint chain's place in its shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,7 +296,7 @@ impl FamilyState {
             }
         }
         for key in &touched.verdicts {
-            if let Some(verdict) = self.claims.get(key).and_then(|c| c.values().next()) {
+            if let Some((_, verdict)) = self.claims.get(key).and_then(|c| c.first()) {
                 side.verdicts
                     .entry(key.0)
                     .or_default()
@@ -366,10 +368,10 @@ impl FamilyState {
             *self.elements.entry((*set, key.clone())).or_default() += 1;
         }
         for (index, (map, key, verdict)) in fragment.verdicts.iter().enumerate() {
-            self.claims
-                .entry((*map, key.clone()))
-                .or_default()
-                .insert((name.clone(), index), verdict.clone());
+            let claims = self.claims.entry((*map, key.clone())).or_default();
+            let claim = (name.clone(), index);
+            let at = claims.partition_point(|(c, _)| *c < claim);
+            claims.insert(at, (claim, verdict.clone()));
         }
         for chain in endpoint_chains(fragment) {
             let (shard, preferred) = endpoint_maps::slot(&chain.name);
@@ -397,7 +399,7 @@ impl FamilyState {
         for (index, (map, key, _)) in fragment.verdicts.iter().enumerate() {
             let key = (*map, key.clone());
             if let Some(claims) = self.claims.get_mut(&key) {
-                claims.remove(&(name.clone(), index));
+                claims.retain(|((port, at), _)| !(port == name && *at == index));
                 if claims.is_empty() {
                     self.claims.remove(&key);
                 }
