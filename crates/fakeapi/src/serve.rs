@@ -377,7 +377,7 @@ fn list(store: &Store, filter: &Filter, request: &Request) -> (u16, Value) {
                 .is_none_or(|(ns, name)| (&key.namespace, &key.name) > (ns, name))
         })
         .filter(|(key, object)| filter.matches(key, object));
-    let page: Vec<(&Key, &Value)> = match limit {
+    let page: Vec<(&&Key, &&Value)> = match limit {
         Some(limit) => matching.by_ref().take(limit).collect(),
         None => matching.by_ref().collect(),
     };
@@ -392,7 +392,7 @@ fn list(store: &Store, filter: &Filter, request: &Request) -> (u16, Value) {
     let items: Vec<Value> = page
         .into_iter()
         .map(|(_, object)| {
-            let mut item = object.clone();
+            let mut item = (*object).clone();
             if let Some(fields) = item.as_object_mut() {
                 fields.remove("kind");
                 fields.remove("apiVersion");
