@@ -25,7 +25,11 @@ impl ProxyState {
     /// and to a Service port by port name and protocol. An endpoint listed by several slices is
     /// used once (the ready copy wins). When two Services share a namespace and name, the first
     /// is used.
-    pub fn build(node: NodeInfo, services: &[ServiceSpec], slices: &[SliceSpec]) -> ProxyState {
+    pub fn build<'a>(
+        node: NodeInfo,
+        services: impl IntoIterator<Item = &'a ServiceSpec>,
+        slices: impl IntoIterator<Item = &'a SliceSpec>,
+    ) -> ProxyState {
         let mut slices_by_service: HashMap<(&str, &str), Vec<&SliceSpec>> = HashMap::new();
         for slice in slices {
             slices_by_service

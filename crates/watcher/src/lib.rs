@@ -1,7 +1,7 @@
 //! Watches the Kubernetes objects a kproxy node needs and keeps them cached.
 //!
-//! Three kube-rs watchers with reflector stores: Services and EndpointSlices (cluster-wide,
-//! without headless and other-proxy objects) and this node's Node. They recover from lost
+//! Three kube-rs watchers feeding translated caches: Services and EndpointSlices
+//! (cluster-wide, without headless and other-proxy objects) and this node's Node. They recover from lost
 //! watches, `410 Gone` (by relisting), API server restarts and network errors by themselves,
 //! with kube-rs's default backoff; the caches keep their last content meanwhile, and failures
 //! are logged with `tracing`.
@@ -16,8 +16,10 @@
 //!   the Service in its `kubernetes.io/service-name` label) and whether the node's topology
 //!   labels or addresses changed. Updates coalesce: a slow consumer gets one union, not a
 //!   backlog.
-//! * [`WatcherHandle::snapshot`] copies the current objects ([`Snapshot`]);
-//!   [`Snapshot::translate`] turns them into `kproxy-model`'s [`kproxy_model::ProxyState`].
+//! * [`WatcherHandle::snapshot`] copies the current objects ([`Snapshot`]) as the model's
+//!   specs (objects are translated once, when they arrive, and only the specs are cached);
+//!   [`Snapshot::state`] joins them into `kproxy-model`'s [`kproxy_model::ProxyState`].
+//!   [`WatcherHandle::service_snapshot`] does the same for one Service.
 //!
 //! ```no_run
 //! # async fn daemon() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,9 +31,9 @@
 //!     if let Update::Changed(changes) = &update {
 //!         tracing::debug!(services = changes.services.len(), node = changes.node, "changed");
 //!     }
-//!     let translated = watcher.snapshot().translate(watcher.node_name());
-//!     // compile translated.state and sync it to the kernel
-//! #   let _ = translated;
+//!     let state = watcher.snapshot().state(watcher.node_name());
+//!     // compile the state and sync it to the kernel
+//! #   let _ = state;
 //! }
 //! # Ok(())
 //! # }
@@ -43,6 +45,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod cache;
 mod changes;
 mod error;
 mod snapshot;
@@ -52,14 +55,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::task::JoinHandle;
 
+pub use cache::{Slice, TRIGGER_TIME_ANNOTATION};
 pub use changes::{Changes, ServiceKey, Update, Updates};
 pub use error::{Error, Result};
-pub use snapshot::{Snapshot, Translated};
+pub use snapshot::Snapshot;
+
+use cache::{Cached, CachedNode, CachedService, CachedSlice, Store};
 
 use changes::{Cache, Shared};
 
@@ -105,10 +110,10 @@ pub const API_ACCESS: &[ApiAccess] = &[
 #[derive(Debug)]
 pub struct WatcherHandle {
     node_name: String,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    services: Arc<Store<CachedService>>,
+    slices: Arc<Store<CachedSlice>>,
     slice_index: Arc<Mutex<watch::SliceIndex>>,
-    node: Store<Node>,
+    node: Arc<Store<CachedNode>>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -129,15 +134,16 @@ impl WatcherHandle {
         let this_node = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
 
         let slice_index = Arc::new(Mutex::new(watch::SliceIndex::default()));
-        let (services, services_writer) = reflector::store();
-        let (slices, slices_writer) = reflector::store();
-        let (node, node_writer) = reflector::store();
+        let services = Arc::new(Store::default());
+        let slices = Arc::new(Store::default());
+        let node = Arc::new(Store::default());
         let tasks = vec![
             runtime.spawn(watch::run(
                 Cache::Services,
                 Api::<Service>::all(client.clone()),
                 proxied.clone(),
-                (services.clone(), services_writer),
+                Arc::clone(&services),
+                CachedService::of,
                 watch::Services,
                 Arc::clone(&shared),
             )),
@@ -145,7 +151,8 @@ impl WatcherHandle {
                 Cache::EndpointSlices,
                 Api::<EndpointSlice>::all(client.clone()),
                 proxied,
-                (slices.clone(), slices_writer),
+                Arc::clone(&slices),
+                CachedSlice::of,
                 watch::Slices::new(Arc::clone(&slice_index)),
                 Arc::clone(&shared),
             )),
@@ -153,7 +160,8 @@ impl WatcherHandle {
                 Cache::Node,
                 Api::<Node>::all(client),
                 this_node,
-                (node.clone(), node_writer),
+                Arc::clone(&node),
+                CachedNode::of,
                 watch::NodeTopology::default(),
                 Arc::clone(&shared),
             )),
@@ -183,12 +191,18 @@ impl WatcherHandle {
         self.shared.all_listed()
     }
 
-    /// The current objects. Objects are shared, not copied, but the lists cost time in the
+    /// The current objects. Specs are shared, not copied, but the lists cost time in the
     /// number of objects: a partial sync takes [`service_snapshot`](Self::service_snapshot)s.
     pub fn snapshot(&self) -> Snapshot {
+        let mut services: Vec<Arc<CachedService>> = self.services.all();
+        services.retain(|s| s.spec.is_some());
+        services.sort_by(|a, b| a.key().cmp(b.key()));
+        let mut slices: Vec<Arc<CachedSlice>> = self.slices.all();
+        slices.retain(|s| s.slice.is_some());
+        slices.sort_by(|a, b| a.key().cmp(b.key()));
         Snapshot {
-            services: snapshot::sorted(self.services.state()),
-            endpoint_slices: snapshot::sorted(self.slices.state()),
+            services: services.iter().filter_map(|s| s.spec.clone()).collect(),
+            endpoint_slices: slices.iter().filter_map(|s| s.slice.clone()).collect(),
             node: self.node(),
         }
     }
@@ -203,16 +217,15 @@ impl WatcherHandle {
             .unwrap_or_else(PoisonError::into_inner)
             .slices_of(key);
         let endpoint_slices = slice_names
-            .iter()
-            .filter_map(|name| {
-                self.slices
-                    .get(&ObjectRef::new(name).within(&key.namespace))
-            })
+            .into_iter()
+            .filter_map(|name| self.slices.get(&(key.namespace.clone(), name)))
+            .filter_map(|cached| cached.slice.clone())
             .collect();
         Snapshot {
             services: self
                 .services
-                .get(&ObjectRef::new(&key.name).within(&key.namespace))
+                .get(&(key.namespace.clone(), key.name.clone()))
+                .and_then(|cached| cached.spec.clone())
                 .into_iter()
                 .collect(),
             endpoint_slices,
@@ -221,10 +234,10 @@ impl WatcherHandle {
     }
 
     fn node(&self) -> Option<Arc<Node>> {
+        // Cluster-scoped: the key's namespace is empty.
         self.node
-            .state()
-            .into_iter()
-            .find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str()))
+            .get(&(String::new(), self.node_name.clone()))
+            .map(|cached| Arc::clone(&cached.node))
     }
 }
 

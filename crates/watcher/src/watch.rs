@@ -1,7 +1,7 @@
-//! One task per cache: a kube-rs `watcher` with backoff, feeding a reflector store, and a
+//! One task per cache: a kube-rs `watcher` with backoff, feeding a translated [`Store`], and a
 //! tracker that turns its events into [`Changes`].
 //!
-//! The reflector writes each event into the store *before* passing it on, so by the time the
+//! Each event is written into the store *before* the change is recorded, so by the time the
 //! consumer is told about a change, a snapshot contains it. A relist (after `410 Gone` or an
 //! `InitialListFailed`) replaces the store in one step at `InitDone`; the tracker then diffs
 //! the old content against the new by resourceVersion, which also catches objects deleted
@@ -12,56 +12,69 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, NodeAddress, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kproxy_model::k8s::SERVICE_NAME_LABEL;
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::Store;
+use k8s_openapi::api::core::v1::{Node, NodeAddress};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt as _};
 use serde::de::DeserializeOwned;
 
+use crate::cache::{Cached, CachedNode, CachedService, CachedSlice, ObjectKey, Store};
 use crate::changes::{Cache, Changes, ServiceKey, Shared};
 
 /// Turns one cache's events into the changes the consumer cares about.
-pub(crate) trait Tracker<K> {
-    /// `object` was added or updated.
-    fn applied(&mut self, object: &K, changes: &mut Changes);
-    /// `object` was deleted.
-    fn deleted(&mut self, object: &K, changes: &mut Changes);
+pub(crate) trait Tracker<V> {
+    /// `value` was added or updated.
+    fn applied(&mut self, value: &V, changes: &mut Changes);
+    /// `value` was deleted.
+    fn deleted(&mut self, value: &V, changes: &mut Changes);
 }
 
 /// Runs one watch forever: errors are logged and retried with kube-rs's default backoff
 /// (exponential from 0.8 s to 30 s, with jitter), and the store keeps its content meanwhile.
-pub(crate) async fn run<K, T>(
+/// `convert` translates each object into what the store keeps.
+pub(crate) async fn run<K, V, T>(
     cache: Cache,
     api: Api<K>,
     config: watcher::Config,
-    (store, writer): (Store<K>, Writer<K>),
+    store: Arc<Store<V>>,
+    convert: fn(&K) -> V,
     mut tracker: T,
     shared: Arc<Shared>,
 ) where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-    T: Tracker<K>,
+    V: Cached,
+    T: Tracker<V>,
 {
-    let stream = watcher::watcher(api, config)
-        .default_backoff()
-        .reflect(writer);
+    let stream = watcher::watcher(api, config).default_backoff();
     let mut stream = std::pin::pin!(stream);
-    let mut before_relist: Option<Vec<Arc<K>>> = None;
+    // The relist in progress: the store keeps the previous content until InitDone.
+    let mut relist: Option<HashMap<ObjectKey, Arc<V>>> = None;
     while let Some(event) = stream.next().await {
         let mut changes = Changes::default();
         match event {
-            Ok(Event::Apply(object)) => tracker.applied(&object, &mut changes),
-            Ok(Event::Delete(object)) => tracker.deleted(&object, &mut changes),
-            // The store still holds the previous content until InitDone.
-            Ok(Event::Init) => before_relist = Some(store.state()),
-            Ok(Event::InitApply(_)) => {}
+            Ok(Event::Apply(object)) => {
+                let value = convert(&object);
+                tracker.applied(&value, &mut changes);
+                store.insert(value);
+            }
+            Ok(Event::Delete(object)) => {
+                let key = crate::cache::object_key(&object);
+                let gone = store
+                    .remove(&key)
+                    .unwrap_or_else(|| Arc::new(convert(&object)));
+                tracker.deleted(&gone, &mut changes);
+            }
+            Ok(Event::Init) => relist = Some(HashMap::new()),
+            Ok(Event::InitApply(object)) => {
+                let value = convert(&object);
+                relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(value.key().clone(), Arc::new(value));
+            }
             Ok(Event::InitDone) => {
-                let before = before_relist.take().unwrap_or_default();
-                let after = store.state();
+                let after = relist.take().unwrap_or_default();
                 tracing::info!(cache = ?cache, objects = after.len(), "listed");
+                let before = store.replace(after.clone());
                 relisted(&mut tracker, &before, &after, &mut changes);
                 shared.listed(cache, std::mem::take(&mut changes));
             }
@@ -74,22 +87,26 @@ pub(crate) async fn run<K, T>(
 }
 
 /// Reports the difference between the store before and after a relist.
-fn relisted<K: Resource, T: Tracker<K>>(
+fn relisted<V: Cached, T: Tracker<V>>(
     tracker: &mut T,
-    before: &[Arc<K>],
-    after: &[Arc<K>],
+    before: &HashMap<ObjectKey, Arc<V>>,
+    after: &HashMap<ObjectKey, Arc<V>>,
     changes: &mut Changes,
 ) {
-    let key = |object: &K| (object.namespace().unwrap_or_default(), object.name_any());
-    let mut old: BTreeMap<(String, String), &Arc<K>> = before.iter().map(|o| (key(o), o)).collect();
-    for object in after {
-        match old.remove(&key(object)) {
-            Some(previous) if previous.resource_version() == object.resource_version() => {}
-            _ => tracker.applied(object, changes),
+    // In key order, so the trackers see a deterministic sequence.
+    let after: BTreeMap<&ObjectKey, &Arc<V>> = after.iter().collect();
+    for (key, value) in &after {
+        match before.get(*key) {
+            Some(previous) if previous.resource_version() == value.resource_version() => {}
+            _ => tracker.applied(value, changes),
         }
     }
-    for gone in old.values() {
-        tracker.deleted(gone, changes);
+    let gone: BTreeMap<&ObjectKey, &Arc<V>> = before
+        .iter()
+        .filter(|(key, _)| !after.contains_key(key))
+        .collect();
+    for value in gone.values() {
+        tracker.deleted(value, changes);
     }
 }
 
@@ -97,18 +114,19 @@ fn relisted<K: Resource, T: Tracker<K>>(
 #[derive(Debug, Default)]
 pub(crate) struct Services;
 
-impl Tracker<Service> for Services {
-    fn applied(&mut self, service: &Service, changes: &mut Changes) {
+impl Tracker<CachedService> for Services {
+    fn applied(&mut self, service: &CachedService, changes: &mut Changes) {
         changes.service_object(service_key(service));
     }
 
-    fn deleted(&mut self, service: &Service, changes: &mut Changes) {
+    fn deleted(&mut self, service: &CachedService, changes: &mut Changes) {
         changes.service_object(service_key(service));
     }
 }
 
-fn service_key(service: &Service) -> ServiceKey {
-    ServiceKey::new(service.namespace().unwrap_or_default(), service.name_any())
+fn service_key(service: &CachedService) -> ServiceKey {
+    let (namespace, name) = service.key();
+    ServiceKey::new(namespace.clone(), name.clone())
 }
 
 /// EndpointSlices: the Service named by `kubernetes.io/service-name`. Remembers each slice's
@@ -182,28 +200,17 @@ impl SliceIndex {
     }
 }
 
-impl Tracker<EndpointSlice> for Slices {
-    fn applied(&mut self, slice: &EndpointSlice, changes: &mut Changes) {
-        let namespace = slice.namespace().unwrap_or_default();
-        let slice_key = (namespace.clone(), slice.name_any());
-        let service = slice
-            .labels()
-            .get(SERVICE_NAME_LABEL)
-            .map(|name| ServiceKey::new(namespace, name.clone()));
-        let previous = self.own(slice_key, service.clone());
-        for key in previous.into_iter().chain(service) {
+impl Tracker<CachedSlice> for Slices {
+    fn applied(&mut self, slice: &CachedSlice, changes: &mut Changes) {
+        let previous = self.own(slice.key().clone(), slice.service.clone());
+        for key in previous.into_iter().chain(slice.service.clone()) {
             changes.endpoint_slice(key);
         }
     }
 
-    fn deleted(&mut self, slice: &EndpointSlice, changes: &mut Changes) {
-        let namespace = slice.namespace().unwrap_or_default();
-        let previous = self.own((namespace.clone(), slice.name_any()), None);
-        let labelled = slice
-            .labels()
-            .get(SERVICE_NAME_LABEL)
-            .map(|name| ServiceKey::new(namespace, name.clone()));
-        for key in previous.into_iter().chain(labelled) {
+    fn deleted(&mut self, slice: &CachedSlice, changes: &mut Changes) {
+        let previous = self.own(slice.key().clone(), None);
+        for key in previous.into_iter().chain(slice.service.clone()) {
             changes.endpoint_slice(key);
         }
     }
@@ -243,16 +250,16 @@ impl Topology {
     }
 }
 
-impl Tracker<Node> for NodeTopology {
-    fn applied(&mut self, node: &Node, changes: &mut Changes) {
-        let topology = Some(Topology::of(node));
+impl Tracker<CachedNode> for NodeTopology {
+    fn applied(&mut self, node: &CachedNode, changes: &mut Changes) {
+        let topology = Some(Topology::of(&node.node));
         if topology != self.last {
             self.last = topology;
             changes.node = true;
         }
     }
 
-    fn deleted(&mut self, _node: &Node, changes: &mut Changes) {
+    fn deleted(&mut self, _node: &CachedNode, changes: &mut Changes) {
         if self.last.take().is_some() {
             changes.node = true;
         }
@@ -263,11 +270,13 @@ impl Tracker<Node> for NodeTopology {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::NodeStatus;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kproxy_model::k8s::SERVICE_NAME_LABEL;
     use kube::api::ObjectMeta;
 
-    fn slice(name: &str, service: Option<&str>, rv: &str) -> Arc<EndpointSlice> {
+    fn slice(name: &str, service: Option<&str>, rv: &str) -> CachedSlice {
         let labels = service.map(|s| [(SERVICE_NAME_LABEL.to_string(), s.to_string())].into());
-        Arc::new(EndpointSlice {
+        CachedSlice::of(&EndpointSlice {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("ns".into()),
@@ -279,6 +288,13 @@ mod tests {
             endpoints: Vec::new(),
             ports: None,
         })
+    }
+
+    fn by_key(slices: Vec<CachedSlice>) -> HashMap<ObjectKey, Arc<CachedSlice>> {
+        slices
+            .into_iter()
+            .map(|s| (s.key().clone(), Arc::new(s)))
+            .collect()
     }
 
     fn keys(changes: &Changes) -> Vec<String> {
@@ -331,19 +347,19 @@ mod tests {
     #[test]
     fn a_relist_reports_changed_new_and_vanished_objects_only() {
         let mut tracker = Slices::default();
-        let before = [
+        let before = by_key(vec![
             slice("same", Some("a"), "1"),
             slice("changed", Some("b"), "2"),
             slice("gone", Some("c"), "3"),
-        ];
+        ]);
         let mut changes = Changes::default();
-        relisted(&mut tracker, &[], &before, &mut changes);
+        relisted(&mut tracker, &HashMap::new(), &before, &mut changes);
         assert_eq!(keys(&changes), ["ns/a", "ns/b", "ns/c"]);
-        let after = [
+        let after = by_key(vec![
             slice("same", Some("a"), "1"),
             slice("changed", Some("b"), "7"),
             slice("new", Some("d"), "8"),
-        ];
+        ]);
         let mut changes = Changes::default();
         relisted(&mut tracker, &before, &after, &mut changes);
         assert_eq!(keys(&changes), ["ns/b", "ns/c", "ns/d"]);
@@ -375,7 +391,7 @@ mod tests {
         let mut tracker = NodeTopology::default();
         let mut seen = |n: &Node| {
             let mut changes = Changes::default();
-            tracker.applied(n, &mut changes);
+            tracker.applied(&CachedNode::of(n), &mut changes);
             changes.node
         };
         assert!(seen(&node("z1", "10.0.0.1", "1")), "first sight");
@@ -386,7 +402,7 @@ mod tests {
         assert!(seen(&node("z2", "10.0.0.1", "2")));
         assert!(seen(&node("z2", "10.0.0.2", "2")));
         let mut changes = Changes::default();
-        tracker.deleted(&node("z2", "10.0.0.2", "2"), &mut changes);
+        tracker.deleted(&CachedNode::of(&node("z2", "10.0.0.2", "2")), &mut changes);
         assert!(changes.node);
     }
 }

@@ -100,23 +100,14 @@ fn service_names(watcher: &WatcherHandle) -> Vec<String> {
     snapshot
         .services
         .iter()
-        .map(|s| {
-            format!(
-                "{}/{}",
-                s.metadata.namespace.as_deref().unwrap_or(""),
-                s.metadata.name.as_deref().unwrap_or("")
-            )
-        })
+        .map(|s| format!("{}/{}", s.namespace, s.name))
         .collect()
 }
 
 fn first_port(watcher: &WatcherHandle, name: &str) -> Option<i32> {
     let snapshot = watcher.snapshot();
-    let service = snapshot
-        .services
-        .iter()
-        .find(|s| s.metadata.name.as_deref() == Some(name))?;
-    Some(service.spec.as_ref()?.ports.as_ref()?.first()?.port)
+    let service = snapshot.services.iter().find(|s| s.name == name)?;
+    Some(i32::from(service.ports.first()?.port))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,11 +169,10 @@ async fn initial_list_then_synced_with_a_complete_filtered_snapshot() {
         );
     }
 
-    let translated = snapshot.translate(watcher.node_name());
-    assert!(translated.problems.is_empty(), "{:?}", translated.problems);
-    assert_eq!(translated.state.node.zone.as_deref(), Some("z1"));
-    assert_eq!(translated.state.ports.len(), 1);
-    let port = &translated.state.ports[0];
+    let translated = snapshot.state(watcher.node_name());
+    assert_eq!(translated.node.zone.as_deref(), Some("z1"));
+    assert_eq!(translated.ports.len(), 1);
+    let port = &translated.ports[0];
     let endpoints = format!("{:?}", port.families);
     assert!(
         endpoints.contains("10.244.0.5"),
@@ -250,7 +240,7 @@ async fn service_and_slice_changes_reach_the_snapshot_and_name_the_service() {
     let slice_names: Vec<_> = web
         .endpoint_slices
         .iter()
-        .map(|s| s.metadata.name.clone().unwrap_or_default())
+        .map(|s| s.spec.name.clone())
         .collect();
     assert_eq!(slice_names, ["web-xyz"]);
     assert!(web.node.is_some(), "the node comes with it");
@@ -270,7 +260,7 @@ async fn service_and_slice_changes_reach_the_snapshot_and_name_the_service() {
         .expect("stored");
     changed_services(&mut updates, &[key("apps", "web")]).await;
     let web = watcher.service_snapshot(&key("apps", "web"));
-    assert_eq!(web.endpoint_slices[0].endpoints.len(), 2);
+    assert_eq!(web.endpoint_slices[0].spec.endpoints.len(), 2);
 
     server
         .delete(Resource::EndpointSlices, "apps", "web-xyz")
@@ -500,8 +490,8 @@ async fn node_topology_and_address_changes_set_the_node_flag_and_nothing_else_do
         panic!("expected a change, got {update:?}");
     };
     assert!(changes.node && changes.services.is_empty(), "{changes:?}");
-    let translated = watcher.snapshot().translate(watcher.node_name());
-    assert_eq!(translated.state.node.zone.as_deref(), Some("z2"));
+    let translated = watcher.snapshot().state(watcher.node_name());
+    assert_eq!(translated.node.zone.as_deref(), Some("z2"));
 
     server
         .apply(&node(
@@ -516,9 +506,9 @@ async fn node_topology_and_address_changes_set_the_node_flag_and_nothing_else_do
         matches!(&update, Some(Update::Changed(c)) if c.node),
         "{update:?}"
     );
-    let translated = watcher.snapshot().translate(watcher.node_name());
+    let translated = watcher.snapshot().state(watcher.node_name());
     assert_eq!(
-        translated.state.node.primary_ips,
+        translated.node.primary_ips,
         ["192.168.0.20".parse::<std::net::IpAddr>().expect("an IP")]
     );
 }

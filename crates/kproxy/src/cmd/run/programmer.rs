@@ -14,16 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 use kproxy_compiler::{Incremental, Options, PortChange};
 use kproxy_model::{ServicePort, ServicePortName};
 use kproxy_syncer::{SyncReport, Syncer};
-use kproxy_watcher::{ServiceKey, Snapshot, Translated};
-use kube::ResourceExt as _;
+use kproxy_watcher::{ServiceKey, Snapshot};
 
 use super::metrics::{self, Metrics};
 use super::service_health::{self, ServiceCheck};
 use crate::conntrack_targets;
-
-/// The EndpointSlice annotation the EndpointSlice controller sets to when the change that
-/// produced the slice happened: where kube-proxy's network-programming latency starts.
-const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
 /// One sync's input.
 pub enum Work {
@@ -61,7 +56,8 @@ struct Contribution {
     check: Option<ServiceCheck>,
     /// Ports with a Local policy and no local endpoint: (internal, external).
     no_local: (i64, i64),
-    /// [`TRIGGER_TIME`] of each annotated slice, by slice name.
+    /// The change trigger time ([`kproxy_watcher::Slice::trigger_time`]) of each annotated
+    /// slice, by slice name.
     triggers: BTreeMap<String, String>,
 }
 
@@ -151,9 +147,7 @@ impl Programmer {
 
     fn full(&mut self, snapshot: &Snapshot, adopted: bool) -> anyhow::Result<Programmed> {
         self.compiled = None;
-        let translated = snapshot.translate(&self.node_name);
-        log_problems(&translated);
-        let state = &translated.state;
+        let state = &snapshot.state(&self.node_name);
         let checks = service_health::wanted(state, snapshot, &self.node_name);
         let mut services: HashMap<ServiceKey, Contribution> = HashMap::new();
         for port in &state.ports {
@@ -168,13 +162,11 @@ impl Programmer {
             services.entry(key).or_default().check = Some(check);
         }
         for slice in &snapshot.endpoint_slices {
-            if let (Some(service), Some(time)) = (
-                slice.labels().get(kproxy_model::k8s::SERVICE_NAME_LABEL),
-                slice.annotations().get(TRIGGER_TIME),
-            ) {
-                let key = ServiceKey::new(slice.namespace().unwrap_or_default(), service.clone());
+            if let Some(time) = &slice.trigger_time {
+                let spec = &slice.spec;
+                let key = ServiceKey::new(spec.namespace.clone(), spec.service.clone());
                 if let Some(contribution) = services.get_mut(&key) {
-                    contribution.triggers.insert(slice.name_any(), time.clone());
+                    contribution.triggers.insert(spec.name.clone(), time.clone());
                 }
             }
         }
@@ -210,9 +202,7 @@ impl Programmer {
         let mut triggers = Vec::new();
         let count = changed.len();
         for (key, snapshot) in changed {
-            let translated = snapshot.translate(&self.node_name);
-            log_problems(&translated);
-            let state = translated.state;
+            let state = snapshot.state(&self.node_name);
             let mut new = Contribution {
                 ports: state.ports.iter().map(|p| p.name.clone()).collect(),
                 check: service_health::wanted(&state, &snapshot, &self.node_name)
@@ -223,10 +213,10 @@ impl Programmer {
             };
             let old = self.services.remove(&key).unwrap_or_default();
             for slice in &snapshot.endpoint_slices {
-                let Some(time) = slice.annotations().get(TRIGGER_TIME) else {
+                let Some(time) = &slice.trigger_time else {
                     continue;
                 };
-                let name = slice.name_any();
+                let name = slice.spec.name.clone();
                 if old.triggers.get(&name) != Some(time) {
                     triggers.extend(parse_time(time));
                 }
@@ -281,17 +271,6 @@ struct Programmed {
 
 fn key_of(port: &ServicePort) -> ServiceKey {
     ServiceKey::new(port.name.namespace.clone(), port.name.service.clone())
-}
-
-fn log_problems(translated: &Translated) {
-    for problem in &translated.problems {
-        tracing::warn!(
-            object = %problem.object,
-            field = %problem.field,
-            "invalid object skipped: {}",
-            problem.message
-        );
-    }
 }
 
 /// An RFC 3339 time as the API server writes it (`2026-12-01T10:00:00Z`, maybe with a

@@ -10,10 +10,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kproxy_model::ProxyState;
 use kproxy_watcher::Snapshot;
-use kube::ResourceExt as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -54,36 +52,25 @@ pub fn wanted(state: &ProxyState, snapshot: &Snapshot, node_name: &str) -> Vec<S
     if checks.is_empty() {
         return checks;
     }
-    let mut local: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+    let mut local: HashMap<(&str, &str), BTreeSet<IpAddr>> = HashMap::new();
     for slice in &snapshot.endpoint_slices {
-        let Some(service) = slice.labels().get("kubernetes.io/service-name") else {
-            continue;
-        };
-        let key = (slice.namespace().unwrap_or_default(), service.clone());
-        for address in local_ready_addresses(slice, node_name) {
-            local.entry(key.clone()).or_default().insert(address);
-        }
+        let spec = &slice.spec;
+        let ready_here = spec
+            .endpoints
+            .iter()
+            .filter(|e| e.node_name.as_deref() == Some(node_name) && e.conditions.ready)
+            .map(|e| e.addr);
+        local
+            .entry((&spec.namespace, &spec.service))
+            .or_default()
+            .extend(ready_here);
     }
     for check in &mut checks {
         check.local_endpoints = local
-            .get(&(check.namespace.clone(), check.name.clone()))
+            .get(&(check.namespace.as_str(), check.name.as_str()))
             .map_or(0, BTreeSet::len);
     }
     checks
-}
-
-/// First addresses of `slice`'s endpoints on `node_name` that are ready (`ready` unset counts
-/// as ready, as the API defines).
-fn local_ready_addresses<'a>(
-    slice: &'a EndpointSlice,
-    node_name: &'a str,
-) -> impl Iterator<Item = String> + 'a {
-    slice
-        .endpoints
-        .iter()
-        .filter(move |e| e.node_name.as_deref() == Some(node_name))
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-        .filter_map(|e| e.addresses.first().cloned())
 }
 
 /// What a server answers from.

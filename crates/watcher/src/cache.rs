@@ -1,0 +1,221 @@
+//! The watcher's caches: each object translated once, when it arrives, and kept as what the
+//! model needs.
+//!
+//! kube-rs reflector stores keep every k8s-openapi object whole: at 10,000 Services with
+//! 10-endpoint slices that is ~70 MB, most of it fields kproxy never reads. A [`Store`] keeps
+//! the model's spec instead (a few times smaller), with the resourceVersion that tells a
+//! relist what changed. Invalid objects are logged once, when they arrive, and kept without a
+//! spec, so a later valid version replaces them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kproxy_model::k8s::{self, Skip, SERVICE_NAME_LABEL};
+use kproxy_model::{ServiceSpec, SliceSpec};
+use kube::ResourceExt as _;
+
+use crate::ServiceKey;
+
+/// `(namespace, name)`; the namespace is empty for cluster-scoped objects.
+pub(crate) type ObjectKey = (String, String);
+
+/// What every cached value says about the object it came from.
+pub(crate) trait Cached: Send + Sync + 'static {
+    fn key(&self) -> &ObjectKey;
+    fn resource_version(&self) -> Option<&str>;
+}
+
+/// One cache: the current values by object key. Shared by its watch task (the only writer)
+/// and the handle's snapshots.
+#[derive(Debug)]
+pub(crate) struct Store<V> {
+    values: RwLock<HashMap<ObjectKey, Arc<V>>>,
+}
+
+impl<V> Default for Store<V> {
+    fn default() -> Self {
+        Store {
+            values: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V: Cached> Store<V> {
+    pub(crate) fn insert(&self, value: V) {
+        let value = Arc::new(value);
+        self.write().insert(value.key().clone(), value);
+    }
+
+    pub(crate) fn remove(&self, key: &ObjectKey) -> Option<Arc<V>> {
+        self.write().remove(key)
+    }
+
+    /// Replaces the whole content (a completed relist); returns the old one.
+    pub(crate) fn replace(&self, values: HashMap<ObjectKey, Arc<V>>) -> HashMap<ObjectKey, Arc<V>> {
+        std::mem::replace(&mut *self.write(), values)
+    }
+
+    pub(crate) fn get(&self, key: &ObjectKey) -> Option<Arc<V>> {
+        self.read().get(key).cloned()
+    }
+
+    /// Every value, in no particular order.
+    pub(crate) fn all(&self) -> Vec<Arc<V>> {
+        self.read().values().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectKey, Arc<V>>> {
+        self.values.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectKey, Arc<V>>> {
+        self.values.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A cached Service.
+#[derive(Debug)]
+pub(crate) struct CachedService {
+    key: ObjectKey,
+    resource_version: Option<String>,
+    /// `None` when kproxy ignores the Service (headless, ExternalName, ...) or it is invalid.
+    pub(crate) spec: Option<Arc<ServiceSpec>>,
+}
+
+impl CachedService {
+    pub(crate) fn of(service: &Service) -> CachedService {
+        CachedService {
+            key: object_key(service),
+            resource_version: service.resource_version(),
+            spec: translated(service, k8s::service(service)).map(Arc::new),
+        }
+    }
+}
+
+impl Cached for CachedService {
+    fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+    fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+}
+
+/// An EndpointSlice as the daemon uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    /// The model's spec.
+    pub spec: SliceSpec,
+    /// `endpoints.kubernetes.io/last-change-trigger-time`: when the change that produced this
+    /// version of the slice happened (kube-proxy's network-programming latency starts there).
+    pub trigger_time: Option<String>,
+}
+
+/// The annotation behind [`Slice::trigger_time`].
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// A cached EndpointSlice.
+#[derive(Debug)]
+pub(crate) struct CachedSlice {
+    key: ObjectKey,
+    resource_version: Option<String>,
+    /// The Service its `kubernetes.io/service-name` label names.
+    pub(crate) service: Option<ServiceKey>,
+    /// `None` when kproxy ignores the slice or it is invalid.
+    pub(crate) slice: Option<Arc<Slice>>,
+}
+
+impl CachedSlice {
+    pub(crate) fn of(slice: &EndpointSlice) -> CachedSlice {
+        let key = object_key(slice);
+        let service = slice
+            .labels()
+            .get(SERVICE_NAME_LABEL)
+            .map(|name| ServiceKey::new(key.0.clone(), name.clone()));
+        let spec = translated(slice, k8s::endpoint_slice(slice));
+        CachedSlice {
+            resource_version: slice.resource_version(),
+            service,
+            slice: spec.map(|spec| {
+                Arc::new(Slice {
+                    spec,
+                    trigger_time: slice.annotations().get(TRIGGER_TIME_ANNOTATION).cloned(),
+                })
+            }),
+            key,
+        }
+    }
+}
+
+impl Cached for CachedSlice {
+    fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+    fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+}
+
+/// The node is one object, kept whole.
+#[derive(Debug)]
+pub(crate) struct CachedNode {
+    key: ObjectKey,
+    pub(crate) node: Arc<Node>,
+}
+
+impl CachedNode {
+    pub(crate) fn of(node: &Node) -> CachedNode {
+        CachedNode {
+            key: object_key(node),
+            node: Arc::new(node.clone()),
+        }
+    }
+}
+
+impl Cached for CachedNode {
+    fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+    fn resource_version(&self) -> Option<&str> {
+        self.node.metadata.resource_version.as_deref()
+    }
+}
+
+pub(crate) fn object_key<K: kube::Resource>(object: &K) -> ObjectKey {
+    (object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// The spec of a translated object; skips and invalid fields are logged here, once per
+/// version of the object.
+fn translated<K: kube::Resource, T>(object: &K, translation: k8s::Translation<T>) -> Option<T> {
+    match translation {
+        Ok(Ok(spec)) => Some(spec),
+        Ok(Err(skip)) => {
+            log_skip(object, &skip);
+            None
+        }
+        Err(problems) => {
+            for problem in &problems {
+                tracing::warn!(
+                    object = %problem.object,
+                    field = %problem.field,
+                    "invalid object skipped: {}",
+                    problem.message
+                );
+            }
+            None
+        }
+    }
+}
+
+fn log_skip<K: kube::Resource>(object: &K, skip: &Skip) {
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    if skip.is_surprising() {
+        tracing::warn!(%namespace, %name, "skipped: {skip}");
+    } else {
+        tracing::debug!(%namespace, %name, "skipped: {skip}");
+    }
+}
