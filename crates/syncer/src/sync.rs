@@ -79,6 +79,15 @@ impl Syncer {
         self.in_step = false;
     }
 
+    /// Drops the whole-ruleset mirror but stays in step: for a caller that goes on with
+    /// partial syncs ([`sync_change`](Self::sync_change)) and lets its next full sync read the
+    /// kernel back, the mirror is a second copy of the ruleset kept for nothing.
+    /// Freed here, not on a background thread, so a caller can return the memory to the
+    /// kernel right after.
+    pub fn release_mirror(&mut self) {
+        self.mirror = None;
+    }
+
     /// A partial sync ([`sync_change`](Self::sync_change)) may follow: the kernel holds what
     /// the last sync left.
     pub fn in_step(&self) -> bool {

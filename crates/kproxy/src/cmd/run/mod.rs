@@ -8,6 +8,7 @@
 //! exit 0, leaving the rules in the kernel.
 
 mod config_file;
+mod ffi;
 mod health;
 mod http;
 mod metrics;

@@ -166,7 +166,9 @@ impl Programmer {
                 let spec = &slice.spec;
                 let key = ServiceKey::new(spec.namespace.clone(), spec.service.clone());
                 if let Some(contribution) = services.get_mut(&key) {
-                    contribution.triggers.insert(spec.name.clone(), time.clone());
+                    contribution
+                        .triggers
+                        .insert(spec.name.clone(), time.clone());
                 }
             }
         }
@@ -185,6 +187,10 @@ impl Programmer {
         });
         self.services = services;
         self.compiled = Some(compiled);
+        // Partial syncs follow, and the next full one reads the kernel back: the whole-ruleset
+        // mirror is dead weight, and so are the sync's freed buffers.
+        self.syncer.release_mirror();
+        super::ffi::release_free_memory();
         Ok(Programmed {
             report: Some(report),
             conntrack: conntrack_targets::targets(state),
