@@ -3,11 +3,13 @@
 //! A daemon sync that follows one EndpointSlice update must cost what the update costs, not
 //! what the cluster costs: compiling 50,000 Services again and diffing two whole rulesets takes
 //! a tenth of a second, the kernel transaction for one endpoint a few milliseconds. So
-//! [`Incremental`] keeps, per family, what each Service port contributed ([`Fragment`]: its
-//! chains, set and map elements, affinity sets) with reference counts for shared set elements,
-//! every claim on each map key, and the endpoint-map windows. [`Incremental::update`] compiles
-//! the changed ports alone and returns a [`RulesetChange`]: the old and new state of exactly the
-//! objects they touch, which the syncer diffs into kernel operations.
+//! [`Incremental`] keeps every Service port (the model's, a few times smaller than its
+//! compiled chains) and, per family, the state that ports share: reference counts of set
+//! elements, every claim on each map key, and the endpoint-map windows. What a port contributes
+//! (its [`Fragment`]: chains, set and map elements, affinity sets) is compiled again when it is
+//! needed — about 12 µs. [`Incremental::update`] compiles the changed ports' old and new
+//! fragments and returns a [`RulesetChange`]: the old and new state of exactly the objects they
+//! touch, which the syncer diffs into kernel operations.
 //!
 //! The result is the same as compiling everything again ([`crate::compile`]), down to every
 //! window: a chain's window depends on the other chains of its endpoint-map shard, so a changed
@@ -68,6 +70,8 @@ impl RulesetChange {
 pub struct Incremental {
     options: Options,
     node: NodeInfo,
+    /// Every Service port, as last compiled.
+    ports: BTreeMap<ServicePortName, ServicePort>,
     /// IPv4, then IPv6.
     families: Vec<FamilyState>,
 }
@@ -78,15 +82,10 @@ impl Incremental {
         let mut compiled = Incremental {
             options: options.clone(),
             node: state.node.clone(),
+            ports: BTreeMap::new(),
             families: IpFamily::ALL.into_iter().map(FamilyState::new).collect(),
         };
-        let ports: Vec<(&ServicePortName, Option<&ServicePort>)> =
-            state.ports.iter().map(|p| (&p.name, Some(p))).collect();
-        for family in &mut compiled.families {
-            let mut builder =
-                TableBuilder::new(&compiled.options, &compiled.node, family.ip_family);
-            family.update(&mut builder, &ports, false);
-        }
+        compiled.apply(state.ports.iter().cloned().map(PortChange::Set), false);
         compiled
     }
 
@@ -103,10 +102,12 @@ impl Incremental {
             .iter()
             .filter(|family| self.in_use(family))
             .map(|family| {
-                let builder = TableBuilder::new(&self.options, &self.node, family.ip_family);
+                let mut builder = TableBuilder::new(&self.options, &self.node, family.ip_family);
                 let mut assembly = Assembly::default();
-                for fragment in family.ports.values() {
-                    assembly.add(fragment.clone());
+                for port in self.ports.values() {
+                    if let Some(fragment) = builder.port(port) {
+                        assembly.add(fragment);
+                    }
                 }
                 builder.finish(assembly)
             })
@@ -121,36 +122,64 @@ impl Incremental {
         &mut self,
         changes: impl IntoIterator<Item = PortChange>,
     ) -> Option<RulesetChange> {
-        let changes: Vec<PortChange> = changes.into_iter().collect();
-        let ports: Vec<(&ServicePortName, Option<&ServicePort>)> = changes
-            .iter()
-            .map(|change| match change {
-                PortChange::Set(port) => (&port.name, Some(port)),
-                PortChange::Remove(name) => (name, None),
-            })
-            .collect();
         let in_use_before: Vec<bool> = self.families.iter().map(|f| self.in_use(f)).collect();
+        let change = self.apply(changes, true);
+        let in_use_after: Vec<bool> = self.families.iter().map(|f| self.in_use(f)).collect();
+        (in_use_before == in_use_after).then_some(change)
+    }
+
+    /// Applies `changes`; with `record`, returns the touched objects before and after.
+    fn apply(
+        &mut self,
+        changes: impl IntoIterator<Item = PortChange>,
+        record: bool,
+    ) -> RulesetChange {
+        // The ports that really change, with their old and new versions.
+        let mut changed: BTreeMap<ServicePortName, (Option<ServicePort>, Option<ServicePort>)> =
+            BTreeMap::new();
+        for change in changes {
+            let (name, new) = match change {
+                PortChange::Set(port) => (port.name.clone(), Some(port)),
+                PortChange::Remove(name) => (name, None),
+            };
+            let old = match changed.remove(&name) {
+                Some((old, _)) => old,
+                None => self.ports.get(&name).cloned(),
+            };
+            if old != new {
+                changed.insert(name, (old, new));
+            }
+        }
         let mut change = RulesetChange::default();
+        if changed.is_empty() {
+            return change;
+        }
+        for (name, (_, new)) in &changed {
+            match new {
+                Some(port) => self.ports.insert(name.clone(), port.clone()),
+                None => self.ports.remove(name),
+            };
+        }
         let Incremental {
             options,
             node,
+            ports,
             families,
         } = self;
         for family in families.iter_mut() {
             let mut builder = TableBuilder::new(options, node, family.ip_family);
-            if let Some((before, after)) = family.update(&mut builder, &ports, true) {
+            if let Some((before, after)) = family.update(&mut builder, ports, &changed, record) {
                 change.before.tables.push(before);
                 change.after.tables.push(after);
             }
         }
-        let in_use_after: Vec<bool> = self.families.iter().map(|f| self.in_use(f)).collect();
-        (in_use_before == in_use_after).then_some(change)
+        change
     }
 
     /// Whether `family`'s table exists: as [`crate::compile`] decides.
     fn in_use(&self, family: &FamilyState) -> bool {
         family.ip_family == IpFamily::V4
-            || !family.ports.is_empty()
+            || family.ports > 0
             || self
                 .node
                 .primary_ips
@@ -164,7 +193,8 @@ impl Incremental {
 #[derive(Debug)]
 struct FamilyState {
     ip_family: IpFamily,
-    ports: BTreeMap<ServicePortName, Fragment>,
+    /// Service ports with an address of this family.
+    ports: usize,
     /// How many fragments hold each set element.
     elements: BTreeMap<(SetName, Vec<Value>), u32>,
     /// Every claim on each map key, in claim order (port, then position in its fragment): the
@@ -203,54 +233,59 @@ impl FamilyState {
     fn new(ip_family: IpFamily) -> FamilyState {
         FamilyState {
             ip_family,
-            ports: BTreeMap::new(),
+            ports: 0,
             elements: BTreeMap::new(),
             claims: BTreeMap::new(),
             shards: BTreeMap::new(),
         }
     }
 
-    /// Recompiles `ports` (each with its new content, `None` when removed). With `record`,
-    /// returns the touched objects before and after, or `None` when nothing changed.
+    /// Takes `changed` ports (old and new version, `None` when absent) out of and into the
+    /// shared state; `ports` holds every port's current version. With `record`, returns the
+    /// touched objects before and after, or `None` when nothing changed in this family.
     fn update(
         &mut self,
         builder: &mut TableBuilder<'_>,
-        ports: &[(&ServicePortName, Option<&ServicePort>)],
+        ports: &BTreeMap<ServicePortName, ServicePort>,
+        changed: &BTreeMap<ServicePortName, (Option<ServicePort>, Option<ServicePort>)>,
         record: bool,
     ) -> Option<(Table, Table)> {
-        // The ports whose fragment really changes, with the new fragment.
-        let mut changed: BTreeMap<ServicePortName, Option<Fragment>> = BTreeMap::new();
-        for &(name, port) in ports {
-            let fragment = port.and_then(|port| builder.port(port));
-            if self.ports.get(name) != fragment.as_ref() {
-                changed.insert(name.clone(), fragment);
+        // Old and new fragments of the ports whose contribution to this family changes.
+        let mut fragments: Vec<(&ServicePortName, Option<Fragment>, Option<Fragment>)> = Vec::new();
+        for (name, (old, new)) in changed {
+            let old = old.as_ref().and_then(|port| builder.port(port));
+            let new = new.as_ref().and_then(|port| builder.port(port));
+            if old != new {
+                fragments.push((name, old, new));
             }
         }
-        if changed.is_empty() {
+        if fragments.is_empty() {
             return None;
         }
-        let olds = changed.keys().filter_map(|n| self.ports.get(n));
-        let touched = Touched::of(olds.chain(changed.values().flatten()), record);
-
+        let touched = Touched::of(
+            fragments
+                .iter()
+                .flat_map(|(_, old, new)| old.iter().chain(new)),
+            record,
+        );
         let mut before = Side::default();
-        let names: BTreeSet<ServicePortName> = if record {
-            self.capture(&mut before, &touched, changed.keys());
-            changed.keys().cloned().collect()
-        } else {
-            BTreeSet::new()
-        };
         let old_offsets = if record {
+            for (_, old, _) in &fragments {
+                self.capture_fragment(&mut before, old.as_ref());
+            }
+            self.capture_elements(&mut before, &touched);
             self.offsets(&touched.shards)
         } else {
             BTreeMap::new()
         };
-        for (name, fragment) in changed {
-            if let Some(old) = self.ports.remove(&name) {
-                self.forget(&name, &old);
+        for (name, old, new) in &fragments {
+            if let Some(old) = old {
+                self.forget(name, old);
+                self.ports -= 1;
             }
-            if let Some(new) = fragment {
-                self.remember(&name, &new);
-                self.ports.insert(name, new);
+            if let Some(new) = new {
+                self.remember(name, new);
+                self.ports += 1;
             }
         }
         for shard in &touched.shards {
@@ -260,10 +295,15 @@ impl FamilyState {
             return None;
         }
         let mut after = Side::default();
-        self.capture(&mut after, &touched, names.iter());
-        // Chains of unchanged ports that a changed shard moved to another window.
+        for (_, _, new) in &fragments {
+            self.capture_fragment(&mut after, new.as_ref());
+        }
+        self.capture_elements(&mut after, &touched);
+        // Chains of other ports that a changed shard moved to another window (a port whose
+        // fragment changed is already on both sides).
+        let recompiled: BTreeSet<&ServicePortName> = fragments.iter().map(|f| f.0).collect();
         for (chain, (port, old_offset)) in old_offsets {
-            if names.contains(&port) {
+            if recompiled.contains(&port) {
                 continue;
             }
             let Some(new_offset) = self.offset_of(&chain) else {
@@ -272,24 +312,21 @@ impl FamilyState {
             if new_offset == old_offset {
                 continue;
             }
-            let Some(endpoint_chain) = self.endpoint_chain(&port, &chain) else {
+            let Some(fragment) = ports.get(&port).and_then(|p| builder.port(p)) else {
                 continue;
             };
-            let endpoint_chain = endpoint_chain.clone();
-            render(&mut before, &endpoint_chain, old_offset);
-            render(&mut after, &endpoint_chain, new_offset);
+            let Some(endpoint_chain) = endpoint_chains(&fragment).find(|c| c.name == chain) else {
+                continue;
+            };
+            render(&mut before, endpoint_chain, old_offset);
+            render(&mut after, endpoint_chain, new_offset);
         }
         Some((side_table(builder, before), side_table(builder, after)))
     }
 
-    /// Records the current state of everything `touched` names, and the chains and affinity
-    /// sets of `ports`.
-    fn capture<'n>(
-        &self,
-        side: &mut Side,
-        touched: &Touched,
-        ports: impl Iterator<Item = &'n ServicePortName>,
-    ) {
+    /// Records the current state of every element and map key `touched` names, and whether
+    /// each touched shard's map exists.
+    fn capture_elements(&self, side: &mut Side, touched: &Touched) {
         for key in &touched.elements {
             if self.elements.contains_key(key) {
                 side.elements.entry(key.0).or_default().push(key.1.clone());
@@ -314,19 +351,22 @@ impl FamilyState {
                 side.maps.insert(*shard);
             }
         }
-        for name in ports {
-            let Some(fragment) = self.ports.get(name) else {
-                continue;
-            };
-            side.affinity_sets
-                .extend(fragment.affinity_sets.iter().cloned());
-            for slot in &fragment.chains {
-                match slot {
-                    ChainSlot::Ready(chain) => side.chains.push(chain.clone()),
-                    ChainSlot::Endpoints(chain) => {
-                        let offset = self.offset_of(&chain.name).flatten();
-                        render(side, chain, offset);
-                    }
+    }
+
+    /// Records a fragment's chains (endpoint chains in their current windows) and affinity
+    /// sets.
+    fn capture_fragment(&self, side: &mut Side, fragment: Option<&Fragment>) {
+        let Some(fragment) = fragment else {
+            return;
+        };
+        side.affinity_sets
+            .extend(fragment.affinity_sets.iter().cloned());
+        for slot in &fragment.chains {
+            match slot {
+                ChainSlot::Ready(chain) => side.chains.push(chain.clone()),
+                ChainSlot::Endpoints(chain) => {
+                    let offset = self.offset_of(&chain.name).flatten();
+                    render(side, chain, offset);
                 }
             }
         }
@@ -349,17 +389,6 @@ impl FamilyState {
             .get(&shard)?
             .get(&(preferred, chain.to_string()))
             .map(|slot| slot.offset)
-    }
-
-    fn endpoint_chain(&self, port: &ServicePortName, chain: &str) -> Option<&EndpointChain> {
-        self.ports
-            .get(port)?
-            .chains
-            .iter()
-            .find_map(|slot| match slot {
-                ChainSlot::Endpoints(c) if c.name == chain => Some(c),
-                _ => None,
-            })
     }
 
     /// Adds what `fragment` (of port `name`) holds to the shared state.
