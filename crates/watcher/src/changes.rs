@@ -45,8 +45,8 @@ pub struct Changes {
     pub service_objects: BTreeSet<ServiceKey>,
     /// Services one of whose EndpointSlices was added, updated or deleted.
     pub endpoint_slices: BTreeSet<ServiceKey>,
-    /// This node's `topology.kubernetes.io/*` labels or its `status.addresses` changed (or the
-    /// Node appeared or disappeared).
+    /// This node's `topology.kubernetes.io/*` labels, its `status.addresses`, its taints or
+    /// its deletion timestamp changed (or the Node appeared or disappeared).
     pub node: bool,
 }
 

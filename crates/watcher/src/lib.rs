@@ -233,7 +233,8 @@ impl WatcherHandle {
         }
     }
 
-    fn node(&self) -> Option<Arc<Node>> {
+    /// This node's Node object, if the API server has one.
+    pub fn node(&self) -> Option<Arc<Node>> {
         // Cluster-scoped: the key's namespace is empty.
         self.node
             .get(&(String::new(), self.node_name.clone()))

@@ -228,6 +228,10 @@ pub(crate) struct NodeTopology {
 struct Topology {
     labels: BTreeMap<String, String>,
     addresses: Vec<(String, String)>,
+    /// A deletion timestamp, and taints: whether the node is being deleted (kproxy's
+    /// `/healthz` reports it).
+    deleting: bool,
+    taints: Vec<String>,
 }
 
 impl Topology {
@@ -246,7 +250,20 @@ impl Topology {
             .iter()
             .map(|NodeAddress { address, type_ }| (type_.clone(), address.clone()))
             .collect();
-        Topology { labels, addresses }
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.taints.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .map(|taint| taint.key.clone())
+            .collect();
+        Topology {
+            labels,
+            addresses,
+            deleting: node.metadata.deletion_timestamp.is_some(),
+            taints,
+        }
     }
 }
 

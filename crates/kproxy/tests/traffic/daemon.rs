@@ -94,19 +94,36 @@ fn run_carries_traffic_and_follows_endpoint_changes_and_deletes() {
         kproxy_table(topo.node()).filter(|table| !table.contains("10.96.0.10"))
     });
 
-    // One full sync at start; the changes went through partial ones.
-    let (code, text) = daemon.eventually("/metrics", || {
-        http_get(topo.node(), "127.0.0.1:10249", "/metrics")
+    // The cluster autoscaler marks the node for deletion: /healthz (which load balancers
+    // probe) turns 503 with nodeEligible false, /livez (the pod's liveness) stays 200.
+    let mut doomed = node(NODE, &topo.node_ipv4().to_string());
+    doomed["spec"] = serde_json::json!({"taints": [
+        {"key": "ToBeDeletedByClusterAutoscaler", "value": "1764580000", "effect": "NoSchedule"},
+    ]});
+    api.apply(&doomed).expect("stored");
+    let body = daemon.eventually("/healthz 503", || {
+        http_get(topo.node(), "127.0.0.1:10256", "/healthz")
+            .filter(|(code, _)| *code == 503)
+            .map(|(_, body)| body)
     });
-    assert_eq!(code, 200);
-    let full = metric(
-        &text,
-        "kubeproxy_sync_full_proxy_rules_duration_seconds_count",
-    );
+    assert!(body.contains(r#""nodeEligible":false"#), "{body}");
+    let (code, body) = daemon.eventually("/livez", || {
+        http_get(topo.node(), "127.0.0.1:10256", "/livez")
+    });
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains("nodeEligible"), "{body}");
+
+    // Full syncs: the first, and the one after the node changed; the rest went through
+    // partial ones.
+    let full = "kubeproxy_sync_full_proxy_rules_duration_seconds_count";
+    let text = daemon.eventually("the second full sync in /metrics", || {
+        http_get(topo.node(), "127.0.0.1:10249", "/metrics")
+            .filter(|(code, text)| *code == 200 && metric(text, full) == 2.0)
+            .map(|(_, text)| text)
+    });
     let partial = metric(
         &text,
         "kubeproxy_sync_partial_proxy_rules_duration_seconds_count",
     );
-    assert_eq!(full, 1.0, "{text}");
     assert!(partial >= 2.0, "{text}");
 }

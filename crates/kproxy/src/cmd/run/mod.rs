@@ -324,6 +324,11 @@ impl SyncLoop<'_> {
         let mut programmer = self.programmer.take().expect("no sync in flight");
         let metrics = Arc::clone(&self.metrics);
         self.health.sync_started();
+        self.health.set_node_eligible(
+            watcher
+                .node()
+                .is_none_or(|node| health::node_eligible(&node)),
+        );
         let changed = std::mem::take(&mut self.changed);
         self.metrics.changes(
             std::mem::take(&mut self.service_objects),
