@@ -79,13 +79,18 @@ pub struct Incremental {
 impl Incremental {
     /// Compiles `state`, keeping what each port contributed.
     pub fn new(state: &ProxyState, options: &Options) -> Incremental {
+        Incremental::from_state(state.clone(), options)
+    }
+
+    /// As [`new`](Self::new), taking the state: its ports are kept, not copied.
+    pub fn from_state(state: ProxyState, options: &Options) -> Incremental {
         let mut compiled = Incremental {
             options: options.clone(),
-            node: state.node.clone(),
+            node: state.node,
             ports: BTreeMap::new(),
             families: IpFamily::ALL.into_iter().map(FamilyState::new).collect(),
         };
-        compiled.apply(state.ports.iter().cloned().map(PortChange::Set), false);
+        compiled.apply(state.ports.into_iter().map(PortChange::Set), false);
         compiled
     }
 
@@ -154,24 +159,26 @@ impl Incremental {
         if changed.is_empty() {
             return change;
         }
-        for (name, (_, new)) in &changed {
-            match new {
-                Some(port) => self.ports.insert(name.clone(), port.clone()),
-                None => self.ports.remove(name),
-            };
-        }
         let Incremental {
             options,
             node,
             ports,
             families,
         } = self;
+        // `ports` still holds the old versions here; the families read it only for ports
+        // whose fragment in that family does not change.
         for family in families.iter_mut() {
             let mut builder = TableBuilder::new(options, node, family.ip_family);
             if let Some((before, after)) = family.update(&mut builder, ports, &changed, record) {
                 change.before.tables.push(before);
                 change.after.tables.push(after);
             }
+        }
+        for (name, (_, new)) in changed {
+            match new {
+                Some(port) => ports.insert(name, port),
+                None => ports.remove(&name),
+            };
         }
         change
     }
@@ -241,7 +248,7 @@ impl FamilyState {
     }
 
     /// Takes `changed` ports (old and new version, `None` when absent) out of and into the
-    /// shared state; `ports` holds every port's current version. With `record`, returns the
+    /// shared state; `ports` holds every port's version before the change. With `record`, returns the
     /// touched objects before and after, or `None` when nothing changed in this family.
     fn update(
         &mut self,

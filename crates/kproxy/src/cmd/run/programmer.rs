@@ -147,8 +147,8 @@ impl Programmer {
 
     fn full(&mut self, snapshot: &Snapshot, adopted: bool) -> anyhow::Result<Programmed> {
         self.compiled = None;
-        let state = &snapshot.state(&self.node_name);
-        let checks = service_health::wanted(state, snapshot, &self.node_name);
+        let state = snapshot.state(&self.node_name);
+        let checks = service_health::wanted(&state, snapshot, &self.node_name);
         let mut services: HashMap<ServiceKey, Contribution> = HashMap::new();
         for port in &state.ports {
             let contribution = services.entry(key_of(port)).or_default();
@@ -172,7 +172,9 @@ impl Programmer {
                 }
             }
         }
-        let compiled = Incremental::new(state, &self.options);
+        let conntrack = conntrack_targets::targets(&state);
+        // The state moves into the compiled form, so the ports are not held twice.
+        let compiled = Incremental::from_state(state, &self.options);
         // Right after adopt the kernel was just read; otherwise a full sync reads it again.
         if !adopted {
             self.syncer.resync();
@@ -193,7 +195,7 @@ impl Programmer {
         super::ffi::release_free_memory();
         Ok(Programmed {
             report: Some(report),
-            conntrack: conntrack_targets::targets(state),
+            conntrack,
             triggers: Vec::new(),
             services: self.services.len(),
         })
