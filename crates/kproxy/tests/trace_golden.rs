@@ -78,7 +78,7 @@ fn check_cases(
 
 #[test]
 fn traces_match_their_expected_files() {
-    check_cases("trace", &["trace"], "expected.txt", 13, |_, _| Ok(()));
+    check_cases("trace", &["trace"], "expected.txt", 14, |_, _| Ok(()));
 }
 
 /// True when Graphviz's `dot` can be run.
