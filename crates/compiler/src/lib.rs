@@ -30,6 +30,7 @@ pub mod firewall;
 pub mod hooks;
 pub mod incremental;
 pub mod ir;
+pub mod iptables;
 pub mod masquerade;
 pub mod naming;
 pub mod no_endpoints;

@@ -1,0 +1,235 @@
+//! iptables mode (`--proxy-mode iptables`): the same desired state compiled into kube-proxy's
+//! chain structure, loaded with `iptables-restore --noflush` (and `ip6tables-restore`).
+//!
+//! # Brief overview
+//!
+//! [`compile`] maps a [`ProxyState`] and [`Options`] to a typed [`ir::Ruleset`]: per IP family
+//! a `nat` and a `filter` [`ir::Table`] of user chains, plus the few [`ir::Hook`] rules in
+//! built-in chains that lead to them. [`render`] writes `iptables-restore` input from it and
+//! [`restore`] computes what one sync must write (every top-level chain, only the changed
+//! per-Service-port chains, deletions of stale ones).
+//!
+//! The chains are kube-proxy's, with kube-proxy's names ([`naming`]):
+//!
+//! | table | chain | job | module |
+//! |---|---|---|---|
+//! | nat | `KUBE-SERVICES` | one rule per ClusterIP, externalIP, LB IP; NodePorts last | [`services`] |
+//! | nat | `KUBE-NODEPORTS` | one rule per NodePort | [`services`] |
+//! | nat | `KUBE-SVC-`, `KUBE-SVL-` | random pick of a cluster-wide / node-local endpoint | [`endpoints`] |
+//! | nat | `KUBE-EXT-`, `KUBE-FW-` | externalTrafficPolicy; loadBalancerSourceRanges | [`services`] |
+//! | nat | `KUBE-SEP-` | one endpoint: hairpin mark, DNAT, affinity list | [`endpoints`] |
+//! | nat | `KUBE-POSTROUTING`, `KUBE-MARK-MASQ` | masquerade via mark 0x4000 | [`hooks`] |
+//! | filter | `KUBE-SERVICES`, `KUBE-EXTERNAL-SERVICES`, `KUBE-NODEPORTS` | REJECT (no endpoints, undefined ClusterIP ports), DROP (Local policies without local endpoints) | [`filter`] |
+//! | filter | `KUBE-PROXY-FIREWALL`, `KUBE-FORWARD` | source-range drops; forwarding accepts | [`filter`], [`hooks`] |
+//!
+//! Where kproxy's nftables mode behaves differently from kube-proxy (undefined ClusterIP ports
+//! are rejected, TCP is rejected with a reset, externalTrafficPolicy Local drops only traffic
+//! that is not short-circuited), this mode behaves like kproxy's nftables mode, so switching
+//! modes never changes what a packet experiences (docs/semantics.md).
+//!
+//! Per-packet cost is linear in the number of Services here, as in kube-proxy's iptables
+//! mode; that is the price of the format, and why nftables is the default.
+
+pub mod endpoints;
+pub mod filter;
+pub mod hooks;
+pub mod ir;
+pub mod naming;
+pub mod render;
+pub mod restore;
+pub mod services;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use kproxy_model::{FamilyPort, IpFamily, ProxyState, ServicePort, TrafficPolicy};
+
+use crate::options::{NodePortMatch, Options};
+use ir::{Chain, ChainKind, FamilyRules, Rule, Ruleset, Table, TableName};
+
+/// Compiles the iptables rules for `state`: one [`FamilyRules`] per IP family in use (IPv4
+/// always, IPv6 when a Service, the node or a cluster CIDR has an IPv6 address), as the
+/// nftables compiler chooses its tables.
+pub fn compile(state: &ProxyState, options: &Options) -> Ruleset {
+    let families = IpFamily::ALL
+        .into_iter()
+        .filter(|&family| family == IpFamily::V4 || family_in_use(state, options, family))
+        .map(|family| compile_family(state, options, family))
+        .collect();
+    Ruleset { families }
+}
+
+fn family_in_use(state: &ProxyState, options: &Options, family: IpFamily) -> bool {
+    state.ports.iter().any(|p| p.family(family).is_some())
+        || state
+            .node
+            .primary_ips
+            .iter()
+            .any(|ip| IpFamily::of(*ip) == family)
+        || !options.cluster_cidrs(family).is_empty()
+}
+
+/// Compiles one family.
+pub fn compile_family(state: &ProxyState, options: &Options, family: IpFamily) -> FamilyRules {
+    let mut builder = Builder {
+        family,
+        cluster_cidrs: options.cluster_cidrs(family),
+        masquerade_all: options.masquerade_all,
+        nodeport: options.nodeport_match(family, &state.node),
+        nat_services: Vec::new(),
+        nat_nodeports: Vec::new(),
+        nat_chains: Vec::new(),
+        filter_services: Vec::new(),
+        filter_external: Vec::new(),
+        filter_nodeports: Vec::new(),
+        firewall: Vec::new(),
+        cluster_ips: BTreeSet::new(),
+    };
+    for port in &state.ports {
+        let Some(family_port) = port.family(family) else {
+            continue;
+        };
+        let ctx = PortContext {
+            port,
+            family: family_port,
+            comment: naming::comment(&port.name.to_string()),
+        };
+        builder.cluster_ips.insert(family_port.cluster_ip);
+        services::compile(&mut builder, &ctx);
+    }
+    builder.finish()
+}
+
+/// Collects one family's rules while Service ports are compiled.
+pub(crate) struct Builder {
+    pub family: IpFamily,
+    pub cluster_cidrs: Vec<IpNet>,
+    pub masquerade_all: bool,
+    pub nodeport: NodePortMatch,
+    /// nat `KUBE-SERVICES`, without the NodePort rules that end it.
+    pub nat_services: Vec<Rule>,
+    /// nat `KUBE-NODEPORTS`.
+    pub nat_nodeports: Vec<Rule>,
+    /// Per-Service-port nat chains, in Service order.
+    pub nat_chains: Vec<Chain>,
+    /// filter `KUBE-SERVICES`: ClusterIPs to reject or drop.
+    pub filter_services: Vec<Rule>,
+    /// filter `KUBE-EXTERNAL-SERVICES`: externalIPs and LB IPs to reject or drop.
+    pub filter_external: Vec<Rule>,
+    /// filter `KUBE-NODEPORTS`: NodePorts to reject or drop.
+    pub filter_nodeports: Vec<Rule>,
+    /// filter `KUBE-PROXY-FIREWALL`.
+    pub firewall: Vec<Rule>,
+    /// Every ClusterIP of this family, for rejecting undefined ports.
+    pub cluster_ips: BTreeSet<IpAddr>,
+}
+
+impl Builder {
+    fn finish(mut self) -> FamilyRules {
+        let nodeport_matches = hooks::nodeport_destinations(&self);
+        let mut nat_services = std::mem::take(&mut self.nat_services);
+        nat_services.extend(hooks::to_chain(
+            &nodeport_matches,
+            naming::NODEPORTS,
+            "kubernetes service nodeports; NOTE: this must be the last rule in this chain",
+        ));
+        let mut nat_chains = vec![
+            top(naming::SERVICES, nat_services),
+            top(naming::NODEPORTS, std::mem::take(&mut self.nat_nodeports)),
+            top(naming::POSTROUTING, hooks::postrouting_rules()),
+            top(naming::MARK_MASQ, hooks::mark_masq_rules()),
+        ];
+        nat_chains.append(&mut self.nat_chains);
+
+        let filter_chains = filter::chains(&mut self, &nodeport_matches);
+        FamilyRules {
+            family: self.family,
+            tables: vec![
+                Table {
+                    name: TableName::Nat,
+                    chains: nat_chains,
+                },
+                Table {
+                    name: TableName::Filter,
+                    chains: filter_chains,
+                },
+            ],
+            hooks: hooks::builtin_hooks(),
+        }
+    }
+}
+
+/// A top-level chain.
+pub(crate) fn top(name: &str, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name: name.to_string(),
+        kind: ChainKind::TopLevel,
+        rules,
+    }
+}
+
+/// A per-Service-port chain.
+pub(crate) fn service_chain(name: String, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name,
+        kind: ChainKind::Service,
+        rules,
+    }
+}
+
+/// One Service port in one family, with the decisions every module shares.
+pub(crate) struct PortContext<'a> {
+    pub port: &'a ServicePort,
+    pub family: &'a FamilyPort,
+    /// `namespace/service[:port]`, as kube-proxy's comments name it.
+    pub comment: String,
+}
+
+impl PortContext<'_> {
+    /// Some endpoint anywhere can take traffic; otherwise every destination is rejected.
+    pub fn has_endpoints(&self) -> bool {
+        self.family.endpoints.any_usable
+    }
+
+    /// The chain internalTrafficPolicy sends ClusterIP traffic to; `None` means the traffic
+    /// is dropped (Local without local endpoints).
+    pub fn internal_chain(&self) -> Option<String> {
+        match self.port.internal_policy {
+            TrafficPolicy::Cluster => Some(naming::cluster_chain(&self.port.name)),
+            TrafficPolicy::Local => self.local_chain(),
+        }
+    }
+
+    /// `KUBE-SVL-…` when there are local endpoints, else `None` (dropped).
+    pub fn local_chain(&self) -> Option<String> {
+        (!self.family.endpoints.local.is_empty()).then(|| naming::local_chain(&self.port.name))
+    }
+
+    /// The `KUBE-SVC-…` chain is reachable.
+    pub fn uses_cluster_chain(&self) -> bool {
+        let external_cluster = self.port.is_externally_reachable()
+            && self.port.external_policy == TrafficPolicy::Cluster;
+        self.has_endpoints()
+            && (self.port.internal_policy == TrafficPolicy::Cluster || external_cluster)
+    }
+
+    /// The `KUBE-SVL-…` chain is reachable.
+    pub fn uses_local_chain(&self) -> bool {
+        !self.family.endpoints.local.is_empty()
+            && (self.port.internal_policy == TrafficPolicy::Local
+                || self.port.effective_external_policy() == TrafficPolicy::Local)
+    }
+
+    /// The externally reachable addresses (externalIPs, then load-balancer IPs).
+    pub fn external_ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.family
+            .external_ips
+            .iter()
+            .chain(&self.family.load_balancer_ips)
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests;

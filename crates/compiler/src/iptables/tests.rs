@@ -1,0 +1,412 @@
+//! Unit tests of iptables mode on hand-built states and synthetic clusters.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use kproxy_model::{
+    Endpoint, EndpointSets, FamilyPort, IpFamily, NodeInfo, Protocol, ProxyState, ServicePort,
+    ServicePortName, SessionAffinity, TrafficPolicy,
+};
+
+use super::ir::{ChainKind, FamilyRules, Match, RejectWith, TableName, Target};
+use super::render::rule_line;
+use super::*;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("an address")
+}
+
+fn ep(addr: &str, local: bool) -> Endpoint {
+    Endpoint {
+        addr: ip(addr),
+        port: 8080,
+        local,
+    }
+}
+
+fn port(name: &str, cluster_ip: &str, endpoints: Vec<Endpoint>) -> ServicePort {
+    let local = endpoints.iter().filter(|e| e.local).copied().collect();
+    ServicePort {
+        name: ServicePortName {
+            namespace: "default".into(),
+            service: name.into(),
+            port: "http".into(),
+            protocol: Protocol::Tcp,
+        },
+        port: 80,
+        node_port: None,
+        health_check_node_port: None,
+        internal_policy: TrafficPolicy::Cluster,
+        external_policy: TrafficPolicy::Cluster,
+        affinity: SessionAffinity::None,
+        families: vec![FamilyPort {
+            family: IpFamily::V4,
+            cluster_ip: ip(cluster_ip),
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            source_ranges: Vec::new(),
+            endpoints: EndpointSets {
+                any_usable: !endpoints.is_empty(),
+                cluster: endpoints,
+                local,
+            },
+        }],
+    }
+}
+
+fn state(ports: Vec<ServicePort>) -> ProxyState {
+    ProxyState {
+        node: NodeInfo {
+            name: "node-a".into(),
+            zone: None,
+            primary_ips: vec![ip("192.168.0.2")],
+            seen: true,
+        },
+        ports,
+    }
+}
+
+fn options() -> Options {
+    Options {
+        cluster_cidrs: vec!["10.244.0.0/16".parse().expect("a CIDR")],
+        ..Options::default()
+    }
+}
+
+fn v4(state: &ProxyState, options: &Options) -> FamilyRules {
+    compile_family(state, options, IpFamily::V4)
+}
+
+/// The rules of `table/chain` as restore lines.
+fn lines(rules: &FamilyRules, table: TableName, chain: &str) -> Vec<String> {
+    rules
+        .table(table)
+        .and_then(|t| t.chain(chain))
+        .unwrap_or_else(|| panic!("no chain {chain}"))
+        .rules
+        .iter()
+        .map(|r| rule_line(chain, r))
+        .collect()
+}
+
+fn port_name(service: &str) -> ServicePortName {
+    ServicePortName {
+        namespace: "default".into(),
+        service: service.into(),
+        port: "http".into(),
+        protocol: Protocol::Tcp,
+    }
+}
+
+#[test]
+fn clusterip_picks_each_endpoint_with_kube_proxys_cascade() {
+    let eps = vec![
+        ep("10.244.1.1", true),
+        ep("10.244.2.1", false),
+        ep("10.244.3.1", false),
+    ];
+    let rules = v4(&state(vec![port("web", "10.96.0.10", eps)]), &options());
+    let name = port_name("web");
+    let svc = naming::cluster_chain(&name);
+    assert_eq!(
+        lines(&rules, TableName::Nat, naming::SERVICES)[0],
+        format!("-A KUBE-SERVICES -m comment --comment \"default/web:http cluster IP\" -d 10.96.0.10 -m tcp -p tcp --dport 80 -j {svc}")
+    );
+    let sep = |a: &str| naming::endpoint_chain(&name, format!("{a}:8080").parse().unwrap());
+    assert_eq!(
+        lines(&rules, TableName::Nat, &svc),
+        [
+            format!("-A {svc} -m comment --comment \"default/web:http cluster IP\" -d 10.96.0.10 -m tcp -p tcp --dport 80 ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ"),
+            format!("-A {svc} -m comment --comment \"default/web:http -> 10.244.1.1:8080\" -m statistic --mode random --probability 0.3333333333 -j {}", sep("10.244.1.1")),
+            format!("-A {svc} -m comment --comment \"default/web:http -> 10.244.2.1:8080\" -m statistic --mode random --probability 0.5000000000 -j {}", sep("10.244.2.1")),
+            format!("-A {svc} -m comment --comment \"default/web:http -> 10.244.3.1:8080\" -j {}", sep("10.244.3.1")),
+        ]
+    );
+    let first = sep("10.244.1.1");
+    assert_eq!(
+        lines(&rules, TableName::Nat, &first),
+        [
+            format!("-A {first} -m comment --comment default/web:http -s 10.244.1.1 -j KUBE-MARK-MASQ"),
+            format!("-A {first} -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.1.1:8080"),
+        ]
+    );
+    // Undefined ports of the ClusterIP are rejected after the Service's own rules.
+    let filter = lines(&rules, TableName::Filter, naming::SERVICES);
+    assert_eq!(filter.len(), 2, "{filter:#?}");
+    assert!(filter[0].ends_with("-d 10.96.0.10 -m tcp -p tcp -j REJECT --reject-with tcp-reset"));
+    assert!(filter[1].ends_with("-d 10.96.0.10 -j REJECT"));
+}
+
+#[test]
+fn a_port_without_endpoints_is_only_rejected() {
+    let mut empty = port("empty", "10.96.0.30", Vec::new());
+    empty.node_port = Some(30030);
+    empty.name.protocol = Protocol::Udp;
+    let rules = v4(&state(vec![empty]), &options());
+    let nat = rules.table(TableName::Nat).unwrap();
+    assert!(
+        nat.chains.iter().all(|c| c.kind == ChainKind::TopLevel),
+        "no per-Service chain: {:?}",
+        nat.chains.iter().map(|c| &c.name).collect::<Vec<_>>()
+    );
+    assert!(lines(&rules, TableName::Nat, naming::SERVICES)
+        .iter()
+        .all(|l| l.contains("KUBE-NODEPORTS")));
+    let filter = rules.table(TableName::Filter).unwrap();
+    let first = &filter.chain(naming::SERVICES).unwrap().rules[0];
+    assert_eq!(first.target, Target::Reject(RejectWith::PortUnreachable));
+    assert_eq!(
+        lines(&rules, TableName::Filter, naming::NODEPORTS),
+        ["-A KUBE-NODEPORTS -m comment --comment \"default/empty:http has no endpoints\" -m udp -p udp --dport 30030 -j REJECT"]
+    );
+    assert_eq!(
+        lines(&rules, TableName::Filter, naming::EXTERNAL_SERVICES),
+        ["-A KUBE-EXTERNAL-SERVICES -m comment --comment \"NodePorts without (local) endpoints\" -d 192.168.0.2 -j KUBE-NODEPORTS"]
+    );
+}
+
+#[test]
+fn affinity_returns_known_clients_before_picking() {
+    let mut sticky = port(
+        "sticky",
+        "10.96.0.40",
+        vec![ep("10.244.1.1", false), ep("10.244.2.1", false)],
+    );
+    sticky.affinity = SessionAffinity::ClientIp {
+        timeout_seconds: 600,
+    };
+    let rules = v4(&state(vec![sticky]), &Options::default());
+    let name = port_name("sticky");
+    let svc = naming::cluster_chain(&name);
+    let sep = naming::endpoint_chain(&name, "10.244.1.1:8080".parse().unwrap());
+    let svc_lines = lines(&rules, TableName::Nat, &svc);
+    assert_eq!(
+        svc_lines.len(),
+        4,
+        "no masquerade rule without a cluster CIDR: {svc_lines:#?}"
+    );
+    assert!(svc_lines[0].ends_with(&format!(
+        "-m recent --name {sep} --rcheck --seconds 600 --reap -j {sep}"
+    )));
+    assert!(svc_lines[2].contains("--probability 0.5000000000"));
+    assert!(lines(&rules, TableName::Nat, &sep)[1].contains(&format!(
+        "-m recent --name {sep} --set -m tcp -p tcp -j DNAT"
+    )));
+}
+
+#[test]
+fn external_local_without_local_endpoints_short_circuits_and_drops_the_rest() {
+    let mut web = port("web", "10.96.0.50", vec![ep("10.244.2.1", false)]);
+    web.external_policy = TrafficPolicy::Local;
+    web.node_port = Some(30050);
+    web.families[0].load_balancer_ips = vec![ip("203.0.113.50")];
+    let rules = v4(&state(vec![web]), &options());
+    let name = port_name("web");
+    let ext = naming::external_chain(&name);
+    let svc = naming::cluster_chain(&name);
+    let ext_rules = &rules
+        .table(TableName::Nat)
+        .unwrap()
+        .chain(&ext)
+        .unwrap()
+        .rules;
+    let targets: Vec<&Target> = ext_rules.iter().map(|r| &r.target).collect();
+    assert_eq!(
+        targets,
+        [
+            &Target::Jump(naming::MARK_MASQ.into()),
+            &Target::Jump(svc.clone()),
+            &Target::Jump(svc),
+        ],
+        "no KUBE-SVL chain to go to"
+    );
+    assert_eq!(
+        ext_rules[2].matches,
+        [Match::source("10.244.0.0/16".parse().unwrap())]
+    );
+    assert!(rules
+        .table(TableName::Nat)
+        .unwrap()
+        .chain(&naming::local_chain(&name))
+        .is_none());
+    let drops = lines(&rules, TableName::Filter, naming::EXTERNAL_SERVICES);
+    assert!(
+        drops[0].ends_with("-d 203.0.113.50 -m tcp -p tcp --dport 80 -j DROP"),
+        "{drops:#?}"
+    );
+    assert!(
+        lines(&rules, TableName::Filter, naming::NODEPORTS)[0].ends_with("--dport 30050 -j DROP")
+    );
+}
+
+#[test]
+fn source_ranges_let_allowed_clients_through_the_firewall_chain() {
+    let mut lb = port("lb", "10.96.0.60", vec![ep("10.244.2.1", false)]);
+    lb.node_port = Some(30060);
+    lb.families[0].load_balancer_ips = vec![ip("203.0.113.60")];
+    lb.families[0].source_ranges = vec!["192.0.2.0/24".parse().unwrap()];
+    let rules = v4(&state(vec![lb]), &options());
+    let name = port_name("lb");
+    let fw = naming::firewall_chain(&name);
+    assert!(lines(&rules, TableName::Nat, naming::SERVICES)
+        .iter()
+        .any(|l| l.ends_with(&format!("-d 203.0.113.60 -m tcp -p tcp --dport 80 -j {fw}"))));
+    assert_eq!(
+        lines(&rules, TableName::Nat, &fw),
+        [format!(
+            "-A {fw} -m comment --comment \"default/lb:http loadbalancer IP\" -s 192.0.2.0/24 -j {}",
+            naming::external_chain(&name)
+        )]
+    );
+    assert_eq!(
+        lines(&rules, TableName::Filter, naming::PROXY_FIREWALL),
+        [format!("-A KUBE-PROXY-FIREWALL -m comment --comment \"default/lb:http traffic not accepted by {fw}\" -d 203.0.113.60 -m tcp -p tcp --dport 80 -j DROP")]
+    );
+}
+
+/// Every jump goes to a chain of the same table or a built-in target, every name fits the
+/// kernel's limit, and no chain is declared twice, for every kind of synthetic Service.
+#[test]
+fn synthetic_clusters_are_self_consistent() {
+    let state = kproxy_synthetic::cluster(1000, 3);
+    let options = Options {
+        cluster_cidrs: kproxy_synthetic::pod_cidrs(),
+        ..Options::default()
+    };
+    let ruleset = compile(&state, &options);
+    assert_eq!(ruleset.families.len(), 2);
+    for family in &ruleset.families {
+        for table in &family.tables {
+            let names: BTreeSet<&str> = table.chains.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(names.len(), table.chains.len(), "a chain declared twice");
+            for chain in &table.chains {
+                assert!(chain.name.len() <= 28, "{}", chain.name);
+                for rule in &chain.rules {
+                    if let Target::Jump(to) = &rule.target {
+                        assert!(
+                            names.contains(to.as_str()),
+                            "{} jumps to missing {to}",
+                            chain.name
+                        );
+                    }
+                    let in_nat = table.name == TableName::Nat;
+                    let filtering = matches!(rule.target, Target::Drop | Target::Reject(_));
+                    assert!(!(in_nat && filtering), "DROP/REJECT in nat: {rule:?}");
+                    assert!(rule.comment.as_ref().is_none_or(|c| c.len() <= 255));
+                }
+            }
+        }
+        for hook in &family.hooks {
+            let Target::Jump(to) = &hook.rule.target else {
+                panic!("a hook that is not a jump: {hook:?}");
+            };
+            assert!(family.table(hook.table).unwrap().chain(to).is_some());
+        }
+    }
+}
+
+fn rewritten(restore: &restore::Restore) -> Vec<&str> {
+    restore
+        .written
+        .iter()
+        .map(String::as_str)
+        .filter(|name| {
+            let chain = name.split_once('/').map_or(*name, |(_, c)| c);
+            !naming::TOP_LEVEL.contains(&chain)
+        })
+        .collect()
+}
+
+/// The requirement: an endpoint change rewrites only that Service's chains.
+#[test]
+fn an_endpoint_change_rewrites_only_that_services_chains() {
+    let before = state(vec![
+        port("a", "10.96.0.1", vec![ep("10.244.1.1", false)]),
+        port(
+            "b",
+            "10.96.0.2",
+            vec![ep("10.244.1.2", false), ep("10.244.1.3", false)],
+        ),
+        port("c", "10.96.0.3", vec![ep("10.244.1.4", false)]),
+    ]);
+    let mut after = before.clone();
+    after.ports[1].families[0].endpoints.cluster[1] = ep("10.244.1.9", false);
+    let (old, new) = (v4(&before, &options()), v4(&after, &options()));
+    let restore = restore::partial(&old, &new);
+    let b = port_name("b");
+    let sep = |a: &str| naming::endpoint_chain(&b, format!("{a}:8080").parse().unwrap());
+    assert_eq!(
+        rewritten(&restore),
+        [
+            format!("nat/{}", naming::cluster_chain(&b)),
+            format!("nat/{}", sep("10.244.1.9")),
+        ]
+    );
+    assert_eq!(restore.deleted, [format!("nat/{}", sep("10.244.1.3"))]);
+    // The restore input itself: declared, rewritten, deleted; nothing of a or c.
+    assert!(restore
+        .text
+        .contains(&format!(":{} - [0:0]\n", sep("10.244.1.3"))));
+    assert!(restore
+        .text
+        .contains(&format!("-X {}\n", sep("10.244.1.3"))));
+    for other in ["a", "c"] {
+        let chain = naming::cluster_chain(&port_name(other));
+        let mentions: Vec<&str> = restore
+            .text
+            .lines()
+            .filter(|l| l.contains(&chain))
+            .collect();
+        assert_eq!(mentions.len(), 1, "{mentions:#?}");
+        assert!(
+            mentions[0].starts_with("-A KUBE-SERVICES "),
+            "{}",
+            mentions[0]
+        );
+    }
+    // Nothing changed: only the top-level chains.
+    assert!(rewritten(&restore::partial(&new, &new)).is_empty());
+}
+
+#[test]
+fn a_full_restore_deletes_leftover_kproxy_chains_only() {
+    let rules = v4(
+        &state(vec![port("a", "10.96.0.1", vec![ep("10.244.1.1", false)])]),
+        &options(),
+    );
+    let mut existing = restore::ExistingChains::new();
+    existing.insert(
+        TableName::Nat,
+        [
+            "KUBE-SVC-OLDOLDOLDOLDOLDO",
+            "KUBE-SERVICES",
+            "DOCKER",
+            "KUBE-KUBELET-CANARY",
+        ]
+        .map(String::from)
+        .into(),
+    );
+    let restore = restore::full(&rules, &existing);
+    assert_eq!(restore.deleted, ["nat/KUBE-SVC-OLDOLDOLDOLDOLDO"]);
+    assert!(restore.written.iter().any(|c| c == "filter/KUBE-FORWARD"));
+}
+
+#[test]
+fn the_ipv6_family_uses_ipv6_loopback_and_addresses() {
+    let mut dual = port("dual", "10.96.0.70", vec![ep("10.244.1.1", false)]);
+    let mut v6 = dual.families[0].clone();
+    v6.family = IpFamily::V6;
+    v6.cluster_ip = ip("fd00:10:96::70");
+    v6.endpoints.cluster = vec![ep("fd00:10:244::1", false)];
+    dual.families.push(v6);
+    let mut s = state(vec![dual]);
+    s.node.seen = false;
+    let rules = compile(&s, &Options::default());
+    let six = &rules.families[1];
+    assert_eq!(six.family, IpFamily::V6);
+    let services = lines(six, TableName::Nat, naming::SERVICES);
+    assert!(services[0].contains("-d fd00:10:96::70 "), "{services:#?}");
+    assert!(services[1].contains("! -d ::1 -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"));
+    let sep = naming::endpoint_chain(&port_name("dual"), "[fd00:10:244::1]:8080".parse().unwrap());
+    assert!(lines(six, TableName::Nat, &sep)[1].ends_with("--to-destination [fd00:10:244::1]:8080"));
+}
