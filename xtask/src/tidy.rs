@@ -5,7 +5,8 @@
 //! * no `#[ignore]` or `#[should_panic]`: a test either runs and asserts, or does not exist;
 //! * `unsafe` only in FFI modules (`ffi.rs`: the syncer's libnftnl calls, the daemon's
 //!   `malloc_trim`) and benchmark allocators;
-//! * every golden case has its input, flags and expected output;
+//! * every golden case has its input, flags and expected output (`expected.nft`,
+//!   `expected.iptables`);
 //! * `.ci/run` runs exactly README.md's test command (quick start, command 2).
 
 use std::path::{Path, PathBuf};
@@ -52,7 +53,7 @@ fn check(root: &Path) -> Vec<String> {
         _ => problems.push("README.md or .ci/run: unreadable".to_string()),
     }
     for case in dirs(&root.join("testdata/golden")) {
-        for needed in ["input.yaml", "flags", "expected.nft"] {
+        for needed in ["input.yaml", "flags", "expected.nft", "expected.iptables"] {
             if !case.join(needed).exists() {
                 problems.push(format!("{}: missing {needed}", case.display()));
             }

@@ -177,7 +177,8 @@ pub struct TraceArgs {
 pub struct DryRunArgs {
     #[command(flatten)]
     pub input: InputArgs,
-    /// Output format: `text` is `nft -f` input; `json` is the typed ruleset IR; `dot` is the
+    /// Output format: `text` is `nft -f` input (with `--proxy-mode iptables`: one
+    /// `iptables-restore` input per family); `json` is the typed ruleset IR; `dot` is the
     /// graph of chains, verdict maps and endpoints for Graphviz (`| dot -Tsvg > rules.svg`).
     #[arg(short, long, value_enum, default_value_t = DryRunFormat::Text)]
     pub output: DryRunFormat,
@@ -237,8 +238,11 @@ pub struct ProxyFlags {
 /// The netfilter backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProxyMode {
-    /// nftables (the default and, for now, the only mode).
+    /// nftables (the default): kproxy's own tables, programmed over netlink.
     Nftables,
+    /// iptables: kube-proxy's chains (`KUBE-SERVICES`, `KUBE-SVC-…`, …) in the `nat` and
+    /// `filter` tables, loaded with `iptables-restore --noflush` (and `ip6tables-restore`).
+    Iptables,
 }
 
 /// `trace --output`.

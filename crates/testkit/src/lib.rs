@@ -145,6 +145,26 @@ impl NetNs {
             .unwrap_or_else(|e| panic!("running {program} in {}: {e}", self.name))
     }
 
+    /// Runs a command inside the namespace with `input` on its standard input (for
+    /// `iptables-restore`, `nft -f -`, …).
+    pub fn run_with_input(&self, program: &str, args: &[&str], input: &str) -> Output {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {program} in {}: {e}", self.name));
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        // A program that exits early closes its end; its status and stderr say why.
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for {program} in {}: {e}", self.name))
+    }
+
     /// Loads an nft script given as text (one transaction); the error is nft's message.
     pub fn load(&self, script: &str) -> Result<(), String> {
         let mut child = Command::new("ip")

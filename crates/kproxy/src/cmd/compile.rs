@@ -19,6 +19,8 @@ pub struct Compiled {
     pub problems: Vec<String>,
     /// The desired state the ruleset was compiled from.
     pub state: kproxy_model::ProxyState,
+    /// The validated flags it was compiled with (iptables mode compiles the state again).
+    pub options: kproxy_compiler::Options,
 }
 
 /// Why nothing was compiled; every message has already been printed.
@@ -60,5 +62,6 @@ pub fn compile(args: &InputArgs) -> anyhow::Result<Result<Compiled, NothingCompi
         service_ports: loaded.state.ports.len(),
         problems,
         state: loaded.state,
+        options,
     }))
 }

@@ -1,4 +1,5 @@
-//! `kproxy dry-run`: print the ruleset for manifests, touching nothing.
+//! `kproxy dry-run`: print the ruleset for manifests (nft text, or iptables-restore input with
+//! `--proxy-mode iptables`), touching nothing.
 //!
 //! `--output dot` lives here rather than in a `graph` subcommand: it is one more rendering of
 //! the same compiled ruleset (beside `nft -f` text and the JSON IR), from the same input, with
@@ -15,7 +16,7 @@ use kproxy_model::ProxyState;
 use kproxy_trace::Focus;
 
 use super::compile::{compile, Compiled};
-use crate::cli::{DryRunArgs, DryRunFormat};
+use crate::cli::{DryRunArgs, DryRunFormat, ProxyMode};
 
 pub fn run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
     if args.service.is_some() && args.output != DryRunFormat::Dot {
@@ -30,24 +31,41 @@ pub fn run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
         service_ports,
         problems,
         state,
+        options,
     } = compiled;
-    let text = match args.output {
-        DryRunFormat::Text => {
+    let text = match (args.input.proxy.proxy_mode, args.output) {
+        (ProxyMode::Nftables, DryRunFormat::Text) => {
             let mut text = format!(
                 "# kproxy ruleset for node {node_name}: {service_ports} Service ports. Load with `nft -f`.\n",
             );
             text.push_str(&kproxy_compiler::render::nft::ruleset(&ruleset));
             text
         }
-        DryRunFormat::Json => {
+        (ProxyMode::Nftables, DryRunFormat::Json) => {
             serde_json::to_string_pretty(&ruleset).context("encoding the ruleset as JSON")? + "\n"
         }
-        DryRunFormat::Dot => {
+        (ProxyMode::Nftables, DryRunFormat::Dot) => {
             let focus = match &args.service {
                 Some(service) => Some(focus(&state, service)?),
                 None => None,
             };
             kproxy_trace::render_dot(&ruleset, focus.as_ref())
+        }
+        (ProxyMode::Iptables, DryRunFormat::Text) => {
+            let rules = kproxy_compiler::iptables::compile(&state, &options);
+            let mut text = format!(
+                "# kproxy iptables rules for node {node_name}: {service_ports} Service ports. Each family's section is one `iptables-restore --noflush` input.\n",
+            );
+            text.push_str(&kproxy_compiler::iptables::render::ruleset(&rules));
+            text
+        }
+        (ProxyMode::Iptables, DryRunFormat::Json) => {
+            let rules = kproxy_compiler::iptables::compile(&state, &options);
+            serde_json::to_string_pretty(&rules).context("encoding the iptables rules as JSON")?
+                + "\n"
+        }
+        (ProxyMode::Iptables, DryRunFormat::Dot) => {
+            bail!("--output dot draws nftables mode's ruleset; it has no iptables rendering")
         }
     };
     let mut stdout = std::io::stdout().lock();

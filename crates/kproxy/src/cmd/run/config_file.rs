@@ -104,9 +104,10 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
     config.mode = match fields.string("mode")?.as_deref() {
         None => None,
         Some("nftables") => Some(ProxyMode::Nftables),
+        Some("iptables") => Some(ProxyMode::Iptables),
         Some(other) => {
             warnings.push(format!(
-                "mode: {other:?} is not supported: kproxy programs nftables"
+                "mode: {other:?} is not supported: kproxy programs nftables or iptables"
             ));
             None
         }
@@ -498,7 +499,7 @@ nftables:
         assert_eq!(
             config.warnings,
             vec![
-                "mode: \"ipvs\" is not supported: kproxy programs nftables",
+                "mode: \"ipvs\" is not supported: kproxy programs nftables or iptables",
                 "clientConnection.qps is not supported: the API client (kube-rs) has no \
                  client-side rate limit",
                 "clientConnection.burst is not supported: the API client (kube-rs) has no \
