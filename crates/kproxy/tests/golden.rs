@@ -180,7 +180,7 @@ fn golden_iptables_rules_load_into_the_kernel() {
             for variant in &variants {
                 let program =
                     binary.replace("tables-restore", &format!("tables-{variant}-restore"));
-                let empty = "*nat\nCOMMIT\n*filter\nCOMMIT\n";
+                let empty = "*nat\nCOMMIT\n*filter\nCOMMIT\n*mangle\nCOMMIT\n";
                 // Check mode (what the issue asks), a real load, then a flush for the next case.
                 for (args, input) in [
                     (&["--test"][..], input.as_str()),

@@ -9,7 +9,11 @@
 //! * `KUBE-EXTERNAL-SERVICES` (INPUT, FORWARD, OUTPUT; new connections): the same for
 //!   externalIPs and LB IPs (externalTrafficPolicy Local drops), then NodePort addresses go to
 //!   filter `KUBE-NODEPORTS`, which rejects or drops by port.
-//! * `KUBE-PROXY-FIREWALL` (before the others): LB traffic that `KUBE-FW-` did not let through.
+//! * mangle `KUBE-PROXY-FIREWALL` (PREROUTING, OUTPUT; new connections): LB IPs with source
+//!   ranges go to their `KUBE-FW-`, which returns allowed sources and drops the rest. This is
+//!   the one job done in mangle: it must happen before DNAT (which rewrites the LB IP) and
+//!   before routing (an LB IP this node has no route for would otherwise be answered "network
+//!   unreachable" instead of dropped), as nftables mode drops at prerouting.
 //!
 //! TCP is rejected with a reset, other protocols with ICMP port unreachable, as in nftables
 //! mode.
@@ -18,7 +22,7 @@ use kproxy_model::Protocol;
 
 use super::hooks;
 use super::ir::{Chain, Match, RejectWith, Rule, Target};
-use super::{naming, top, Builder, PortContext};
+use super::{naming, service_chain, top, Builder, PortContext};
 
 /// REJECT for `protocol`: a reset for TCP (the rule must match TCP), else ICMP.
 fn reject(protocol: Protocol) -> Target {
@@ -88,25 +92,31 @@ pub(crate) fn no_local_endpoints_external(b: &mut Builder, ctx: &PortContext<'_>
     }
 }
 
-/// loadBalancerSourceRanges: LB traffic still addressed to the LB IP after `KUBE-FW-` (which
-/// DNATs allowed sources) is dropped.
+/// loadBalancerSourceRanges: mangle `KUBE-PROXY-FIREWALL` sends each guarded LB IP and port
+/// to the port's `KUBE-FW-` chain, which returns allowed sources and drops the rest.
 pub(crate) fn firewall(b: &mut Builder, ctx: &PortContext<'_>) {
-    if ctx.family.source_ranges.is_empty() {
+    let ranges = &ctx.family.source_ranges;
+    if ranges.is_empty() || ctx.family.load_balancer_ips.is_empty() {
         return;
     }
     let protocol = ctx.port.name.protocol;
-    let comment = naming::comment(&format!(
-        "{} traffic not accepted by {}",
-        ctx.comment,
-        naming::firewall_chain(&ctx.port.name)
-    ));
+    let chain = naming::firewall_chain(&ctx.port.name);
     for &ip in &ctx.family.load_balancer_ips {
         b.firewall.push(
-            Rule::to(Target::Drop)
+            Rule::to(Target::Jump(chain.clone()))
                 .when([Match::destination(ip), Match::port(protocol, ctx.port.port)])
-                .comment(comment.clone()),
+                .comment(naming::comment(&format!("{} loadbalancer IP", ctx.comment))),
         );
     }
+    let mut rules: Vec<Rule> = ranges
+        .iter()
+        .map(|&range| Rule::to(Target::Return).when([Match::source(range)]))
+        .collect();
+    rules.push(Rule::to(Target::Drop).comment(naming::comment(&format!(
+        "{} traffic not accepted by loadBalancerSourceRanges",
+        ctx.comment
+    ))));
+    b.mangle_chains.push(service_chain(chain, rules));
 }
 
 /// The filter table's chains, once every Service port is compiled.
@@ -149,6 +159,5 @@ pub(crate) fn chains(
         top(naming::EXTERNAL_SERVICES, external),
         top(naming::NODEPORTS, nodeports),
         top(naming::FORWARD, hooks::forward_rules()),
-        top(naming::PROXY_FIREWALL, std::mem::take(&mut b.firewall)),
     ]
 }

@@ -2,9 +2,9 @@
 //! destinations are NodePort addresses.
 //!
 //! Built-in chains get only jumps, each commented `kproxy …` so that cleanup can tell them
-//! from kube-proxy's own (`kubernetes …`). Order within a built-in chain: the load-balancer
-//! firewall first (it must see traffic before anything accepts it), `KUBE-FORWARD`'s accepts
-//! last.
+//! from kube-proxy's own (`kubernetes …`). The load-balancer firewall hooks into mangle
+//! PREROUTING and OUTPUT (before DNAT and routing); in FORWARD, `KUBE-FORWARD`'s accepts come
+//! last, after the rejects.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -125,7 +125,7 @@ pub const HOOK_COMMENT_PREFIX: &str = "kproxy ";
 /// The jumps from built-in chains, in the order they must appear at the top of each chain.
 pub fn builtin_hooks() -> Vec<Hook> {
     use BuiltinChain::{Forward, Input, Output, Postrouting, Prerouting};
-    use TableName::{Filter, Nat};
+    use TableName::{Filter, Mangle, Nat};
     let hook = |table, chain, target: &str, new_only: bool, what: &str| {
         let mut rule =
             Rule::to(Target::Jump(target.into())).comment(format!("{HOOK_COMMENT_PREFIX}{what}"));
@@ -147,13 +147,12 @@ pub fn builtin_hooks() -> Vec<Hook> {
             false,
             "postrouting rules",
         ),
-        hook(Filter, Input, naming::PROXY_FIREWALL, true, firewall),
+        hook(Mangle, Prerouting, naming::PROXY_FIREWALL, true, firewall),
+        hook(Mangle, Output, naming::PROXY_FIREWALL, true, firewall),
         hook(Filter, Input, naming::EXTERNAL_SERVICES, true, external),
-        hook(Filter, Forward, naming::PROXY_FIREWALL, true, firewall),
         hook(Filter, Forward, naming::SERVICES, true, portals),
         hook(Filter, Forward, naming::EXTERNAL_SERVICES, true, external),
         hook(Filter, Forward, naming::FORWARD, false, "forwarding rules"),
-        hook(Filter, Output, naming::PROXY_FIREWALL, true, firewall),
         hook(Filter, Output, naming::SERVICES, true, portals),
         hook(Filter, Output, naming::EXTERNAL_SERVICES, true, external),
     ]

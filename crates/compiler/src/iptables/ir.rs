@@ -23,7 +23,7 @@ pub struct Ruleset {
 pub struct FamilyRules {
     /// Which binary loads it: `iptables-restore` or `ip6tables-restore`.
     pub family: IpFamily,
-    /// `nat` then `filter`.
+    /// `nat`, `filter`, then `mangle`.
     pub tables: Vec<Table>,
     /// Rules kproxy keeps in built-in chains (`PREROUTING`, `INPUT`, …). They cannot be part
     /// of a `--noflush` restore without duplicating on every sync, so they are checked and
@@ -39,6 +39,9 @@ pub enum TableName {
     Nat,
     /// `filter`: REJECT and DROP, which the nat table does not allow.
     Filter,
+    /// `mangle`: loadBalancerSourceRanges, which must drop before routing (filter chains
+    /// run after it, when an unroutable LB IP has already been answered "unreachable").
+    Mangle,
 }
 
 impl TableName {
@@ -47,6 +50,7 @@ impl TableName {
         match self {
             TableName::Nat => "nat",
             TableName::Filter => "filter",
+            TableName::Mangle => "mangle",
         }
     }
 }
@@ -254,7 +258,7 @@ pub enum Target {
     Return,
     /// `-j ACCEPT`.
     Accept,
-    /// `-j DROP` (filter table only).
+    /// `-j DROP` (filter and mangle tables only).
     Drop,
     /// `-j REJECT` (filter table only).
     Reject(RejectWith),

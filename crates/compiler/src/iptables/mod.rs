@@ -4,7 +4,7 @@
 //! # Brief overview
 //!
 //! [`compile`] maps a [`ProxyState`] and [`Options`] to a typed [`ir::Ruleset`]: per IP family
-//! a `nat` and a `filter` [`ir::Table`] of user chains, plus the few [`ir::Hook`] rules in
+//! a `nat`, a `filter` and a `mangle` [`ir::Table`] of user chains, plus the few [`ir::Hook`] rules in
 //! built-in chains that lead to them. [`render`] writes `iptables-restore` input from it and
 //! [`restore`] computes what one sync must write (every top-level chain, only the changed
 //! per-Service-port chains, deletions of stale ones).
@@ -16,11 +16,12 @@
 //! | nat | `KUBE-SERVICES` | one rule per ClusterIP, externalIP, LB IP; NodePorts last | [`services`] |
 //! | nat | `KUBE-NODEPORTS` | one rule per NodePort | [`services`] |
 //! | nat | `KUBE-SVC-`, `KUBE-SVL-` | random pick of a cluster-wide / node-local endpoint | [`endpoints`] |
-//! | nat | `KUBE-EXT-`, `KUBE-FW-` | externalTrafficPolicy; loadBalancerSourceRanges | [`services`] |
+//! | nat | `KUBE-EXT-` | externalTrafficPolicy | [`services`] |
 //! | nat | `KUBE-SEP-` | one endpoint: hairpin mark, DNAT, affinity list | [`endpoints`] |
 //! | nat | `KUBE-POSTROUTING`, `KUBE-MARK-MASQ` | masquerade via mark 0x4000 | [`hooks`] |
 //! | filter | `KUBE-SERVICES`, `KUBE-EXTERNAL-SERVICES`, `KUBE-NODEPORTS` | REJECT (no endpoints, undefined ClusterIP ports), DROP (Local policies without local endpoints) | [`filter`] |
-//! | filter | `KUBE-PROXY-FIREWALL`, `KUBE-FORWARD` | source-range drops; forwarding accepts | [`filter`], [`hooks`] |
+//! | filter | `KUBE-FORWARD` | forwarding accepts | [`hooks`] |
+//! | mangle | `KUBE-PROXY-FIREWALL`, `KUBE-FW-` | loadBalancerSourceRanges, before DNAT and routing | [`filter`] |
 //!
 //! Where kproxy's nftables mode behaves differently from kube-proxy (undefined ClusterIP ports
 //! are rejected, TCP is rejected with a reset, externalTrafficPolicy Local drops only traffic
@@ -84,6 +85,7 @@ pub fn compile_family(state: &ProxyState, options: &Options, family: IpFamily) -
         filter_external: Vec::new(),
         filter_nodeports: Vec::new(),
         firewall: Vec::new(),
+        mangle_chains: Vec::new(),
         cluster_ips: BTreeSet::new(),
     };
     for port in &state.ports {
@@ -119,8 +121,10 @@ pub(crate) struct Builder {
     pub filter_external: Vec<Rule>,
     /// filter `KUBE-NODEPORTS`: NodePorts to reject or drop.
     pub filter_nodeports: Vec<Rule>,
-    /// filter `KUBE-PROXY-FIREWALL`.
+    /// mangle `KUBE-PROXY-FIREWALL`.
     pub firewall: Vec<Rule>,
+    /// mangle `KUBE-FW-…` chains.
+    pub mangle_chains: Vec<Chain>,
     /// Every ClusterIP of this family, for rejecting undefined ports.
     pub cluster_ips: BTreeSet<IpAddr>,
 }
@@ -143,6 +147,11 @@ impl Builder {
         nat_chains.append(&mut self.nat_chains);
 
         let filter_chains = filter::chains(&mut self, &nodeport_matches);
+        let mut mangle_chains = vec![top(
+            naming::PROXY_FIREWALL,
+            std::mem::take(&mut self.firewall),
+        )];
+        mangle_chains.append(&mut self.mangle_chains);
         FamilyRules {
             family: self.family,
             tables: vec![
@@ -153,6 +162,10 @@ impl Builder {
                 Table {
                     name: TableName::Filter,
                     chains: filter_chains,
+                },
+                Table {
+                    name: TableName::Mangle,
+                    chains: mangle_chains,
                 },
             ],
             hooks: hooks::builtin_hooks(),

@@ -24,7 +24,7 @@ pub const POSTROUTING: &str = "KUBE-POSTROUTING";
 pub const MARK_MASQ: &str = "KUBE-MARK-MASQ";
 /// `filter`: accepts forwarded Service traffic on hosts whose FORWARD policy drops.
 pub const FORWARD: &str = "KUBE-FORWARD";
-/// `filter`: drops load-balancer traffic from outside `loadBalancerSourceRanges`.
+/// `mangle`: sends load-balancer traffic with `loadBalancerSourceRanges` to its `KUBE-FW-`.
 pub const PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
 
 /// Every top-level chain, as cleanup and leftover detection need them.
@@ -70,7 +70,7 @@ pub fn external_chain(port: &ServicePortName) -> String {
     format!("KUBE-EXT-{}", port_hash(port))
 }
 
-/// `KUBE-FW-…`: loadBalancerSourceRanges of a load-balancer IP.
+/// `KUBE-FW-…` (mangle): loadBalancerSourceRanges of a Service port's load-balancer IPs.
 pub fn firewall_chain(port: &ServicePortName) -> String {
     format!("KUBE-FW-{}", port_hash(port))
 }

@@ -2,8 +2,8 @@
 //! `KUBE-EXT-` and `KUBE-FW-` chains (externalTrafficPolicy, loadBalancerSourceRanges).
 //!
 //! * ClusterIP → `KUBE-SVC-` (internalTrafficPolicy Cluster) or `KUBE-SVL-` (Local).
-//! * externalIPs, NodePort → `KUBE-EXT-`; LB IPs → `KUBE-FW-` when source ranges are set, which
-//!   returns allowed sources to `KUBE-EXT-` (the rest is dropped in filter, see [`super::filter`]).
+//! * externalIPs, LB IPs, NodePort → `KUBE-EXT-` (loadBalancerSourceRanges have dropped what
+//!   they refuse before DNAT, in the mangle table: see [`super::filter::firewall`]).
 //! * `KUBE-EXT-` with Cluster policy marks for masquerade and goes to `KUBE-SVC-`; with Local
 //!   it short-circuits traffic from this node (masqueraded) and from its pods to the internal
 //!   chain and sends the rest to `KUBE-SVL-`. Without local endpoints the rest falls through
@@ -67,9 +67,6 @@ pub(crate) fn compile(b: &mut Builder, ctx: &PortContext<'_>) {
             naming::external_chain(&ctx.port.name),
             external_rules(b, ctx),
         ));
-        if let Some(firewall) = firewall_chain(ctx) {
-            chains.push(firewall);
-        }
     }
     chains.extend(endpoints::endpoint_chains(ctx));
     b.nat_chains.append(&mut chains);
@@ -106,14 +103,9 @@ fn external_entries(b: &mut Builder, ctx: &PortContext<'_>) {
                 .comment(naming::comment(&format!("{} external IP", ctx.comment))),
         );
     }
-    let lb_target = if ctx.family.source_ranges.is_empty() {
-        ext.clone()
-    } else {
-        naming::firewall_chain(&ctx.port.name)
-    };
     for &ip in &ctx.family.load_balancer_ips {
         b.nat_services.push(
-            Rule::to(Target::Jump(lb_target.clone()))
+            Rule::to(Target::Jump(ext.clone()))
                 .when([Match::destination(ip), Match::port(protocol, ctx.port.port)])
                 .comment(naming::comment(&format!("{} loadbalancer IP", ctx.comment))),
         );
@@ -162,23 +154,4 @@ fn external_rules(b: &mut Builder, ctx: &PortContext<'_>) -> Vec<Rule> {
             rules
         }
     }
-}
-
-/// `KUBE-FW-…`: allowed sources continue to `KUBE-EXT-…`; others return undNATed and are
-/// dropped by filter `KUBE-PROXY-FIREWALL` (whose rules [`filter::firewall`] adds).
-fn firewall_chain(ctx: &PortContext<'_>) -> Option<super::ir::Chain> {
-    let ranges = &ctx.family.source_ranges;
-    if ranges.is_empty() || ctx.family.load_balancer_ips.is_empty() {
-        return None;
-    }
-    let ext = naming::external_chain(&ctx.port.name);
-    let rules = ranges
-        .iter()
-        .map(|&range| {
-            Rule::to(Target::Jump(ext.clone()))
-                .when([Match::source(range)])
-                .comment(naming::comment(&format!("{} loadbalancer IP", ctx.comment)))
-        })
-        .collect();
-    Some(service_chain(naming::firewall_chain(&ctx.port.name), rules))
 }

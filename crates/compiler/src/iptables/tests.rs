@@ -240,7 +240,7 @@ fn external_local_without_local_endpoints_short_circuits_and_drops_the_rest() {
 }
 
 #[test]
-fn source_ranges_let_allowed_clients_through_the_firewall_chain() {
+fn source_ranges_drop_other_sources_in_mangle_before_dnat() {
     let mut lb = port("lb", "10.96.0.60", vec![ep("10.244.2.1", false)]);
     lb.node_port = Some(30060);
     lb.families[0].load_balancer_ips = vec![ip("203.0.113.60")];
@@ -248,19 +248,33 @@ fn source_ranges_let_allowed_clients_through_the_firewall_chain() {
     let rules = v4(&state(vec![lb]), &options());
     let name = port_name("lb");
     let fw = naming::firewall_chain(&name);
+    let ext = naming::external_chain(&name);
     assert!(lines(&rules, TableName::Nat, naming::SERVICES)
         .iter()
-        .any(|l| l.ends_with(&format!("-d 203.0.113.60 -m tcp -p tcp --dport 80 -j {fw}"))));
+        .any(|l| l.ends_with(&format!(
+            "-d 203.0.113.60 -m tcp -p tcp --dport 80 -j {ext}"
+        ))));
     assert_eq!(
-        lines(&rules, TableName::Nat, &fw),
-        [format!(
-            "-A {fw} -m comment --comment \"default/lb:http loadbalancer IP\" -s 192.0.2.0/24 -j {}",
-            naming::external_chain(&name)
-        )]
+        lines(&rules, TableName::Mangle, naming::PROXY_FIREWALL),
+        [format!("-A KUBE-PROXY-FIREWALL -m comment --comment \"default/lb:http loadbalancer IP\" -d 203.0.113.60 -m tcp -p tcp --dport 80 -j {fw}")]
     );
     assert_eq!(
-        lines(&rules, TableName::Filter, naming::PROXY_FIREWALL),
-        [format!("-A KUBE-PROXY-FIREWALL -m comment --comment \"default/lb:http traffic not accepted by {fw}\" -d 203.0.113.60 -m tcp -p tcp --dport 80 -j DROP")]
+        lines(&rules, TableName::Mangle, &fw),
+        [
+            format!("-A {fw} -s 192.0.2.0/24 -j RETURN"),
+            format!("-A {fw} -m comment --comment \"default/lb:http traffic not accepted by loadBalancerSourceRanges\" -j DROP"),
+        ]
+    );
+    let firewall_hooks: Vec<_> = rules
+        .hooks
+        .iter()
+        .filter(|h| h.rule.target == Target::Jump(naming::PROXY_FIREWALL.into()))
+        .map(|h| (h.table, h.chain))
+        .collect();
+    use super::ir::BuiltinChain::{Output, Prerouting};
+    assert_eq!(
+        firewall_hooks,
+        [(TableName::Mangle, Prerouting), (TableName::Mangle, Output)]
     );
 }
 
@@ -290,6 +304,9 @@ fn synthetic_clusters_are_self_consistent() {
                         );
                     }
                     let in_nat = table.name == TableName::Nat;
+                    if table.name == TableName::Mangle {
+                        assert!(!matches!(rule.target, Target::Dnat(_) | Target::Reject(_)));
+                    }
                     let filtering = matches!(rule.target, Target::Drop | Target::Reject(_));
                     assert!(!(in_nat && filtering), "DROP/REJECT in nat: {rule:?}");
                     assert!(rule.comment.as_ref().is_none_or(|c| c.len() <= 255));
