@@ -24,6 +24,7 @@
 #![deny(unsafe_code)]
 
 pub mod conntrack;
+pub mod iptables;
 pub mod netlink;
 mod nlmsg;
 mod plan;
