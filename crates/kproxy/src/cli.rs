@@ -30,10 +30,11 @@ pub enum Command {
     DryRun(DryRunArgs),
     /// Compile the manifests and program this network namespace's kernel once, over netlink,
     /// in one atomic transaction. Running it again with changed input sends only the
-    /// difference.
-    Apply(InputArgs),
-    /// Remove every table kproxy created (both IP families).
-    Cleanup,
+    /// difference. With `--proxy-mode iptables`: one `iptables-restore --noflush` per family.
+    /// Either mode removes the other mode's leftovers.
+    Apply(ApplyArgs),
+    /// Remove every rule kproxy created, in both modes and both IP families.
+    Cleanup(CleanupArgs),
     /// The node daemon: watch the API server and keep this network namespace's rules equal to
     /// its Services, EndpointSlices and Node (what kube-proxy does).
     Run(RunArgs),
@@ -197,6 +198,25 @@ pub enum DryRunFormat {
     Json,
     /// The chain graph as Graphviz `dot`.
     Dot,
+}
+
+/// Flags of `kproxy apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Also remove kube-proxy's iptables-mode rules (its jumps to `KUBE-SERVICES` and the
+    /// other chains both proxies name alike), for taking over a node from kube-proxy.
+    #[arg(long)]
+    pub cleanup_kube_proxy: bool,
+}
+
+/// Flags of `kproxy cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Also remove kube-proxy's iptables-mode rules (see `apply --cleanup-kube-proxy`).
+    #[arg(long)]
+    pub cleanup_kube_proxy: bool,
 }
 
 /// Where the Services come from and how to compile them: shared by `dry-run` and `apply`.

@@ -1,4 +1,5 @@
-//! `kproxy apply` and `kproxy cleanup` against the real kernel, in throwaway namespaces.
+//! `kproxy apply` and `kproxy cleanup` against the real kernel, in throwaway namespaces (both
+//! proxy modes; iptables mode's restores are tested in the syncer and the traffic suite).
 //!
 //! The netlink encoder and the text renderer must agree exactly: every golden case applied
 //! over netlink lists the same as its golden file loaded with `nft -f`.
@@ -143,6 +144,80 @@ fn bad_input_leaves_the_rules_in_force_and_cleanup_removes_them() {
         &node.run(env!("CARGO_BIN_EXE_kproxy"), &["cleanup"]),
         "second cleanup",
     );
+}
+
+/// `kproxy apply` in one mode removes the other mode's rules; `cleanup` removes both.
+#[test]
+fn switching_modes_removes_the_other_modes_rules() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let node = NetNs::new("apply-modes");
+    let case = support::testdata().join("golden/mixed-cluster");
+    let apply_in = |mode: &str| {
+        let input = case.join("input.yaml");
+        let mut args = vec!["apply", "-f", input.to_str().expect("UTF-8 path")];
+        let flags = support::flags(&case);
+        args.extend(flags.iter().map(String::as_str));
+        args.extend(["--proxy-mode", mode]);
+        expect_success(
+            &node.run(env!("CARGO_BIN_EXE_kproxy"), &args),
+            &format!("apply --proxy-mode {mode}"),
+        )
+    };
+    // A fresh namespace has no rules in either backend, so kproxy picks nf_tables.
+    let kube_chains = || {
+        ["iptables-nft-save", "ip6tables-nft-save"]
+            .iter()
+            .map(|save| {
+                stdout(&node.run(save, &[]))
+                    .lines()
+                    .filter(|l| l.starts_with(":KUBE-"))
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let kproxy_tables = || {
+        stdout(&node.run("nft", &["list", "tables"]))
+            .lines()
+            .filter(|l| l.ends_with(" kproxy"))
+            .count()
+    };
+
+    let said = apply_in("iptables");
+    assert!(said.contains("chains written"), "{said}");
+    let chains = kube_chains();
+    assert!(chains > 50, "{chains} KUBE- chains");
+    assert_eq!(kproxy_tables(), 0);
+    // A second apply rewrites in place: same chains, no duplicate jumps.
+    let jumps = stdout(&node.run("iptables-nft-save", &[]))
+        .lines()
+        .filter(|l| l.contains("\"kproxy "))
+        .count();
+    apply_in("iptables");
+    assert_eq!(kube_chains(), chains);
+    let again = stdout(&node.run("iptables-nft-save", &[]))
+        .lines()
+        .filter(|l| l.contains("\"kproxy "))
+        .count();
+    assert_eq!(again, jumps);
+
+    let said = apply_in("nftables");
+    assert!(
+        said.contains(&format!("and {chains} chains of iptables mode")),
+        "{said}"
+    );
+    assert_eq!(kube_chains(), 0);
+    assert_eq!(kproxy_tables(), 2);
+
+    apply_in("iptables");
+    assert_eq!(kproxy_tables(), 0);
+    expect_success(
+        &node.run(env!("CARGO_BIN_EXE_kproxy"), &["cleanup"]),
+        "cleanup",
+    );
+    assert_eq!(kube_chains(), 0);
+    assert_eq!(kproxy_tables(), 0);
 }
 
 /// Inserts a conntrack entry `client → service`, answered by `reply` (the DNAT target).

@@ -19,7 +19,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::DryRun(args) => dry_run::run(&args),
         Command::Apply(args) => apply::run(&args),
-        Command::Cleanup => cleanup::run(),
+        Command::Cleanup(args) => cleanup::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Trace(args) => trace::run(&args),
         Command::Version => version::run(),

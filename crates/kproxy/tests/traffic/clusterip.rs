@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use kproxy_testkit::traffic::Failure;
 
 use super::manifests::{local, remote, Service, State};
-use super::{answered, apply, at, topology, DROP_WAIT};
+use super::{answered, apply, at, topology, Mode, DROP_WAIT};
 
 /// The pods most cases use: a client pod and a non-endpoint pod on this node, endpoints `a`
 /// (this node), `b` and `d` (node-b).
@@ -19,9 +19,8 @@ const PODS: [(&str, &str); 5] = [
     ("d", "10.244.2.12"),
 ];
 
-#[test]
-fn clusterip_spreads_connections_over_every_endpoint_and_only_them() {
-    let Some(topo) = topology("tr-spread", &PODS, &[]) else {
+fn clusterip_spreads_connections_over_every_endpoint_and_only_them(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-spread", &PODS, &[]) else {
         return;
     };
     let (a, b, d) = (topo.pod("a"), topo.pod("b"), topo.pod("d"));
@@ -54,9 +53,8 @@ fn clusterip_spreads_connections_over_every_endpoint_and_only_them() {
     assert_eq!(udp.sources, [IpAddr::from(client.ipv4())]);
 }
 
-#[test]
-fn ipv6_clusterip_of_a_dual_stack_service_reaches_its_endpoints() {
-    let Some(topo) = topology("tr-ipv6", &PODS, &[]) else {
+fn ipv6_clusterip_of_a_dual_stack_service_reaches_its_endpoints(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-ipv6", &PODS, &[]) else {
         return;
     };
     let (a, b) = (topo.pod("a"), topo.pod("b"));
@@ -93,9 +91,8 @@ fn ipv6_clusterip_of_a_dual_stack_service_reaches_its_endpoints() {
 /// (a pod, or the external client's namespace, which shares the kernel) was refused only after
 /// about one second, at the SYN retransmission: the error arrives while `connect()` holds the
 /// socket lock and TCP takes it as a soft one (`TcpExtLockDroppedIcmps`).
-#[test]
-fn no_endpoints_and_undefined_ports_are_refused_fast() {
-    let Some(topo) = topology("tr-reject", &PODS, &[]) else {
+fn no_endpoints_and_undefined_ports_are_refused_fast(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-reject", &PODS, &[]) else {
         return;
     };
     apply(
@@ -154,9 +151,9 @@ fn no_endpoints_and_undefined_ports_are_refused_fast() {
 /// A pod reaching itself through its Service is masqueraded (else it would see its own
 /// address as source, drop the packet as martian, or answer around conntrack); a pod reaching
 /// another pod keeps its address.
-#[test]
-fn hairpin_traffic_is_masqueraded_and_pod_to_pod_is_not() {
+fn hairpin_traffic_is_masqueraded_and_pod_to_pod_is_not(mode: Mode) {
     let Some(topo) = topology(
+        mode,
         "tr-hairpin",
         &[("a", "10.244.1.10"), ("b", "10.244.1.11")],
         &[],
@@ -204,9 +201,8 @@ fn hairpin_traffic_is_masqueraded_and_pod_to_pod_is_not() {
     }
 }
 
-#[test]
-fn client_ip_affinity_keeps_each_client_on_one_endpoint() {
-    let Some(topo) = topology("tr-affinity", &PODS, &[]) else {
+fn client_ip_affinity_keeps_each_client_on_one_endpoint(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-affinity", &PODS, &[]) else {
         return;
     };
     let (a, b, d) = (topo.pod("a"), topo.pod("b"), topo.pod("d"));
@@ -225,9 +221,8 @@ fn client_ip_affinity_keeps_each_client_on_one_endpoint() {
     }
 }
 
-#[test]
-fn internal_traffic_policy_local_uses_only_this_nodes_endpoints() {
-    let Some(topo) = topology("tr-itp", &PODS, &[]) else {
+fn internal_traffic_policy_local_uses_only_this_nodes_endpoints(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-itp", &PODS, &[]) else {
         return;
     };
     let (a, b, d) = (topo.pod("a"), topo.pod("b"), topo.pod("d"));
@@ -257,9 +252,8 @@ fn internal_traffic_policy_local_uses_only_this_nodes_endpoints() {
     );
 }
 
-#[test]
-fn terminating_endpoints_serve_when_none_is_ready() {
-    let Some(topo) = topology("tr-terminating", &PODS, &[]) else {
+fn terminating_endpoints_serve_when_none_is_ready(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-terminating", &PODS, &[]) else {
         return;
     };
     let (a, b, d) = (topo.pod("a"), topo.pod("b"), topo.pod("d"));
@@ -289,3 +283,13 @@ fn terminating_endpoints_serve_when_none_is_ready() {
         rolling.servers
     );
 }
+
+super::in_both_modes!(
+    clusterip_spreads_connections_over_every_endpoint_and_only_them,
+    ipv6_clusterip_of_a_dual_stack_service_reaches_its_endpoints,
+    no_endpoints_and_undefined_ports_are_refused_fast,
+    hairpin_traffic_is_masqueraded_and_pod_to_pod_is_not,
+    client_ip_affinity_keeps_each_client_on_one_endpoint,
+    internal_traffic_policy_local_uses_only_this_nodes_endpoints,
+    terminating_endpoints_serve_when_none_is_ready
+);

@@ -6,7 +6,7 @@ use kproxy_fakeapi::Resource;
 use kproxy_testkit::traffic::Tally;
 
 use super::manifests::{local, remote, Service, NODE};
-use super::{at, topology};
+use super::{at, topology, Mode};
 use crate::run::{http_get, kproxy_table, node, Daemon, InNs};
 
 const PODS: [(&str, &str); 4] = [
@@ -44,7 +44,8 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[test]
 fn run_carries_traffic_and_follows_endpoint_changes_and_deletes() {
-    let Some(topo) = topology("tr-run", &PODS, &[]) else {
+    // `kproxy run` programs nftables mode only so far.
+    let Some(topo) = topology(Mode::Nftables, "tr-run", &PODS, &[]) else {
         return;
     };
     let (a, b, d) = (topo.pod("a"), topo.pod("b"), topo.pod("d"));

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use kproxy_testkit::traffic::Failure;
 
 use super::manifests::{local, remote, Service};
-use super::{answered, apply, at, topology, DROP_WAIT};
+use super::{answered, apply, at, topology, Mode, DROP_WAIT};
 
 const PODS: [(&str, &str); 4] = [
     ("client", "10.244.1.5"),
@@ -15,9 +15,8 @@ const PODS: [(&str, &str); 4] = [
     ("d", "10.244.2.12"),
 ];
 
-#[test]
-fn nodeport_from_outside_reaches_endpoints_masqueraded() {
-    let Some(topo) = topology("tr-nodeport", &PODS, &[]) else {
+fn nodeport_from_outside_reaches_endpoints_masqueraded(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-nodeport", &PODS, &[]) else {
         return;
     };
     let (a, b, d) = (topo.pod("a"), topo.pod("b"), topo.pod("d"));
@@ -52,9 +51,8 @@ fn nodeport_from_outside_reaches_endpoints_masqueraded() {
     );
 }
 
-#[test]
-fn external_traffic_policy_local_keeps_the_client_ip_and_uses_local_endpoints() {
-    let Some(topo) = topology("tr-etp", &PODS, &[]) else {
+fn external_traffic_policy_local_keeps_the_client_ip_and_uses_local_endpoints(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-etp", &PODS, &[]) else {
         return;
     };
     let (a, b, d) = (topo.pod("a"), topo.pod("b"), topo.pod("d"));
@@ -101,9 +99,8 @@ fn external_traffic_policy_local_keeps_the_client_ip_and_uses_local_endpoints() 
     assert_eq!(from_pod.names(), ["b", "d"], "{:?}", from_pod.servers);
 }
 
-#[test]
-fn load_balancer_source_ranges_and_external_ips() {
-    let Some(topo) = topology("tr-lb", &PODS, &[("outsider", 51)]) else {
+fn load_balancer_source_ranges_and_external_ips(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-lb", &PODS, &[("outsider", 51)]) else {
         return;
     };
     let (a, b) = (topo.pod("a"), topo.pod("b"));
@@ -150,3 +147,9 @@ fn load_balancer_source_ranges_and_external_ips() {
     );
     assert_eq!(eip_udp.names(), ["b"]);
 }
+
+super::in_both_modes!(
+    nodeport_from_outside_reaches_endpoints_masqueraded,
+    external_traffic_policy_local_keeps_the_client_ip_and_uses_local_endpoints,
+    load_balancer_source_ranges_and_external_ips
+);

@@ -13,6 +13,32 @@
 //!
 //! Apart from `daemon`, rules are programmed by [`program`] only, with `kproxy apply` inside
 //! the node namespace.
+//! Every test runs once per proxy mode ([`Mode`]): `traffic::<area>::nftables::<test>` and
+//! `traffic::<area>::iptables::<test>`, since every behaviour must hold in both.
+
+/// Declares, for each named `fn test(mode: Mode)`, one `#[test]` per proxy mode in modules
+/// `nftables` and `iptables`.
+macro_rules! in_both_modes {
+    ($($test:ident),* $(,)?) => {
+        mod nftables {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(super::super::Mode::Nftables);
+                }
+            )*
+        }
+        mod iptables {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(super::super::Mode::Iptables);
+                }
+            )*
+        }
+    };
+}
+use in_both_modes;
 
 mod clusterip;
 mod daemon;
@@ -69,13 +95,43 @@ fn program(node: &NetNs, manifests: &str, flags: &[&str]) {
     );
 }
 
-/// Programs `services` for the topology's node with the standard flags.
-fn apply(topology: &Topology, services: &[Service]) {
-    program(
-        topology.node(),
-        &manifests::render(topology, services),
-        &FLAGS,
-    );
+/// The proxy mode a test programs its node in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `--proxy-mode nftables`.
+    Nftables,
+    /// `--proxy-mode iptables`.
+    Iptables,
+}
+
+impl Mode {
+    fn flag(self) -> &'static str {
+        match self {
+            Mode::Nftables => "nftables",
+            Mode::Iptables => "iptables",
+        }
+    }
+}
+
+/// A topology and the mode its node is programmed in.
+pub struct Node {
+    topology: Topology,
+    mode: Mode,
+}
+
+impl std::ops::Deref for Node {
+    type Target = Topology;
+
+    fn deref(&self) -> &Topology {
+        &self.topology
+    }
+}
+
+/// Programs `services` for the topology's node with the standard flags, in its mode.
+fn apply(node: &Node, services: &[Service]) {
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--proxy-mode", node.mode.flag()]);
+    program(node.node(), &manifests::render(node, services), &flags);
 }
 
 /// `ip:SERVICE_PORT` (or another port).
@@ -97,8 +153,14 @@ fn answered(what: &str, outcomes: &[Outcome]) -> Tally {
     tally
 }
 
-/// Skips kernel tests when asked to, else returns a topology with these pods.
-fn topology(purpose: &str, pods: &[(&str, &str)], clients: &[(&str, u8)]) -> Option<Topology> {
+/// Skips kernel tests when asked to, else returns a topology with these pods, programmed in
+/// `mode`.
+fn topology(
+    mode: Mode,
+    purpose: &str,
+    pods: &[(&str, &str)],
+    clients: &[(&str, u8)],
+) -> Option<Node> {
     if kproxy_testkit::kernel_tests_skipped() {
         return None;
     }
@@ -109,5 +171,8 @@ fn topology(purpose: &str, pods: &[(&str, &str)], clients: &[(&str, u8)]) -> Opt
     for (name, subnet) in clients {
         builder = builder.client(name, *subnet);
     }
-    Some(builder.build())
+    Some(Node {
+        topology: builder.build(),
+        mode,
+    })
 }

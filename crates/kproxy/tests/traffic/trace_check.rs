@@ -28,7 +28,7 @@ use kproxy_testkit::traffic::{self, Failure, Outcome, DEFAULT_TIMEOUT};
 use kproxy_trace::{Disposition, LocalAddresses, Origin, Packet};
 
 use super::manifests::{self, local, remote, Service, FLAGS, NODE};
-use super::{program, topology, DROP_WAIT};
+use super::{program, topology, Mode, DROP_WAIT};
 
 /// Connections per accepted case and protocol: enough to see each of three equally likely
 /// endpoints with probability above 0.999 ((2/3)^24 × 3 ≈ 2 × 10⁻⁴ of missing one).
@@ -65,7 +65,9 @@ struct Case<'a> {
 
 #[test]
 fn trace_predicts_what_the_kernel_does() {
+    // `kproxy trace` reads nftables mode's ruleset, so this runs in that mode only.
     let Some(topo) = topology(
+        Mode::Nftables,
         "tr-trace",
         &[
             ("client", "10.244.1.5"),

@@ -10,7 +10,7 @@ use kproxy_testkit::topology::Host;
 use kproxy_testkit::traffic::{self, Failure, Outcome, Tally, DEFAULT_TIMEOUT};
 
 use super::manifests::{local, remote, Endpoint, Service};
-use super::{answered, apply, at, topology};
+use super::{answered, apply, at, topology, Mode};
 
 const PODS: [(&str, &str); 6] = [
     ("client", "10.244.1.5"),
@@ -21,9 +21,8 @@ const PODS: [(&str, &str); 6] = [
     ("f", "10.244.2.14"),
 ];
 
-#[test]
-fn reprogrammed_endpoints_take_over_new_connections() {
-    let Some(topo) = topology("tr-converge", &PODS, &[]) else {
+fn reprogrammed_endpoints_take_over_new_connections(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-converge", &PODS, &[]) else {
         return;
     };
     let pod = |name| topo.pod(name);
@@ -82,9 +81,8 @@ fn keep_connecting(
     })
 }
 
-#[test]
-fn twenty_updates_under_live_traffic_fail_no_connection() {
-    let Some(topo) = topology("tr-live", &PODS, &[]) else {
+fn twenty_updates_under_live_traffic_fail_no_connection(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-live", &PODS, &[]) else {
         return;
     };
     let pod = |name| topo.pod(name);
@@ -167,9 +165,8 @@ fn twenty_updates_under_live_traffic_fail_no_connection() {
 /// so the next datagram meets the new rules. The removed pod keeps answering throughout: only
 /// the cleanup can move the flow. Scaled to zero, the flow is refused instead of answered by
 /// the old pod.
-#[test]
-fn udp_flows_leave_an_endpoint_that_was_removed() {
-    let Some(topo) = topology("tr-udpflow", &PODS, &[]) else {
+fn udp_flows_leave_an_endpoint_that_was_removed(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-udpflow", &PODS, &[]) else {
         return;
     };
     let (a, d) = (topo.pod("a"), topo.pod("d"));
@@ -242,3 +239,9 @@ fn udp_flows_leave_an_endpoint_that_was_removed() {
         );
     }
 }
+
+super::in_both_modes!(
+    reprogrammed_endpoints_take_over_new_connections,
+    twenty_updates_under_live_traffic_fail_no_connection,
+    udp_flows_leave_an_endpoint_that_was_removed
+);
