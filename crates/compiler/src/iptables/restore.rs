@@ -12,7 +12,7 @@
 //! the kproxy-named chains the kernel has beyond them; a [`partial`] one compares with the
 //! rules the previous sync wrote.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::ir::{Chain, ChainKind, FamilyRules, TableName};
 use super::naming;
@@ -53,14 +53,19 @@ pub fn full(next: &FamilyRules, existing: &ExistingChains) -> Restore {
 /// Writes the top-level chains of `next` and the per-Service-port chains that differ from
 /// `previous` (the rules the last sync wrote), and deletes `previous` chains `next` lacks.
 pub fn partial(previous: &FamilyRules, next: &FamilyRules) -> Restore {
+    // By name: a linear search per chain made a 1,000-Service change take a second.
+    let old: HashMap<(TableName, &str), &Chain> = previous
+        .tables
+        .iter()
+        .flat_map(|t| t.chains.iter().map(move |c| ((t.name, c.name.as_str()), c)))
+        .collect();
     plan(
         next,
         |table, chain| {
             chain.kind == ChainKind::TopLevel
-                || previous
-                    .table(table)
-                    .and_then(|t| t.chain(&chain.name))
-                    .is_none_or(|old| old != chain)
+                || old
+                    .get(&(table, chain.name.as_str()))
+                    .is_none_or(|old| *old != chain)
         },
         |table| {
             previous
