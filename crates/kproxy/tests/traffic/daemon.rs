@@ -42,10 +42,22 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-#[test]
-fn run_carries_traffic_and_follows_endpoint_changes_and_deletes() {
-    // `kproxy run` programs nftables mode only so far.
-    let Some(topo) = topology(Mode::Nftables, "tr-run", &PODS, &[]) else {
+/// The IPv4 rules the daemon programmed in `mode`, if any.
+fn kernel_rules(topo: &super::Node, mode: Mode) -> Option<String> {
+    match mode {
+        Mode::Nftables => kproxy_table(topo.node()),
+        // A fresh namespace has rules in neither backend, so kproxy picks nf_tables.
+        Mode::Iptables => {
+            let out = topo.node().run("iptables-nft-save", &["-t", "nat"]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    }
+}
+
+fn run_carries_traffic_and_follows_endpoint_changes_and_deletes(mode: Mode) {
+    let Some(topo) = topology(mode, "tr-run", &PODS, &[]) else {
         return;
     };
     let (a, b, d) = (topo.pod("a"), topo.pod("b"), topo.pod("d"));
@@ -69,6 +81,8 @@ fn run_carries_traffic_and_follows_endpoint_changes_and_deletes() {
             "127.0.0.1:10256",
             "--metrics-bind-address",
             "127.0.0.1:10249",
+            "--proxy-mode",
+            mode.flag(),
         ],
     );
     let client = topo.pod("client");
@@ -92,7 +106,7 @@ fn run_carries_traffic_and_follows_endpoint_changes_and_deletes() {
     api.delete(Resource::Services, "default", "web")
         .expect("the Service existed");
     daemon.eventually("web's rules gone", || {
-        kproxy_table(topo.node()).filter(|table| !table.contains("10.96.0.10"))
+        kernel_rules(&topo, mode).filter(|rules| !rules.contains("10.96.0.10"))
     });
 
     // The cluster autoscaler marks the node for deletion: /healthz (which load balancers
@@ -128,3 +142,5 @@ fn run_carries_traffic_and_follows_endpoint_changes_and_deletes() {
     );
     assert!(partial >= 2.0, "{text}");
 }
+
+super::in_both_modes!(run_carries_traffic_and_follows_endpoint_changes_and_deletes);

@@ -11,10 +11,11 @@
 //! * `updates`: re-programming converges, and live traffic sees no failure while it happens.
 //! * `daemon`: `kproxy run`, fed by the fake API server, carries traffic and follows changes.
 //!
-//! Apart from `daemon`, rules are programmed by [`program`] only, with `kproxy apply` inside
-//! the node namespace.
+//! Apart from `daemon` (`kproxy run`), rules are programmed by [`program`] only, with
+//! `kproxy apply` inside the node namespace.
 //! Every test runs once per proxy mode ([`Mode`]): `traffic::<area>::nftables::<test>` and
-//! `traffic::<area>::iptables::<test>`, since every behaviour must hold in both.
+//! `traffic::<area>::iptables::<test>`, since every behaviour must hold in both
+//! (`trace_check` runs in nftables mode only: `kproxy trace` reads that mode's ruleset).
 
 /// Declares, for each named `fn test(mode: Mode)`, one `#[test]` per proxy mode in modules
 /// `nftables` and `iptables`.

@@ -7,6 +7,7 @@
 //! on a blocking thread; SIGTERM and SIGINT stop the watches, let a sync in flight finish and
 //! exit 0, leaving the rules in the kernel.
 
+mod backend;
 mod config_file;
 mod ffi;
 mod health;
@@ -22,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use kproxy_compiler::Options;
-use kproxy_syncer::Syncer;
 use kproxy_watcher::{ServiceKey, Update, WatcherHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
@@ -104,11 +104,11 @@ async fn daemon(args: &RunArgs, options: Options, node_name: String) -> anyhow::
         tracing::info!(%addr, "serving /metrics");
     }
     // Adopt what an earlier kproxy left, as `kproxy apply` does: its rules stay in force and
-    // the first sync sends only the difference.
-    let syncer = tokio::task::spawn_blocking(Syncer::adopt)
+    // the first sync sends only the difference. The other mode's rules go.
+    let mode = args.proxy.proxy_mode;
+    let backend = tokio::task::spawn_blocking(move || backend::Backend::start(mode))
         .await
-        .context("reading kproxy's tables from the kernel")?
-        .context("reading kproxy's tables from the kernel")?;
+        .context("starting the syncer")??;
     let config = client_config(args).await?;
     tracing::info!(server = %config.cluster_url, node = %node_name, "watching the API server");
     let client = kube::Client::try_from(config).context("creating the API client")?;
@@ -119,7 +119,7 @@ async fn daemon(args: &RunArgs, options: Options, node_name: String) -> anyhow::
         service_health: ServiceHealthServers::new(Arc::clone(&health)),
         health,
         metrics,
-        programmer: Some(Programmer::new(syncer, &node_name, options)),
+        programmer: Some(Programmer::new(backend, &node_name, options)),
         in_flight: None,
         changed: BTreeSet::new(),
         service_objects: 0,

@@ -1,6 +1,6 @@
 //! What the daemon has programmed, Service by Service, and the syncs that change it.
 //!
-//! A full sync translates every object, compiles everything ([`Incremental::new`]) and makes
+//! A full sync translates every object, compiles everything ([`Incremental::new`](kproxy_compiler::Incremental::new)) and makes
 //! the kernel equal to it (read back first). A partial sync takes only the changed Services'
 //! objects ([`WatcherHandle::service_snapshot`](kproxy_watcher::WatcherHandle::service_snapshot)),
 //! translates and recompiles them alone and sends the syncer the touched objects
@@ -11,11 +11,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
-use kproxy_compiler::{Incremental, Options, PortChange};
+use kproxy_compiler::{Options, PortChange};
 use kproxy_model::{ServicePort, ServicePortName};
-use kproxy_syncer::{SyncReport, Syncer};
+use kproxy_syncer::SyncReport;
 use kproxy_watcher::{ServiceKey, Snapshot};
 
+use super::backend::Backend;
 use super::metrics::{self, Metrics};
 use super::service_health::{self, ServiceCheck};
 use crate::conntrack_targets;
@@ -39,11 +40,11 @@ pub struct Synced {
 
 /// The syncer, the compiled state and what each Service contributed to it.
 pub struct Programmer {
-    syncer: Syncer,
+    /// The mode's syncer and compiled state (empty until a full sync succeeded, and after any
+    /// failure: the next sync is full).
+    backend: Backend,
     node_name: String,
     options: Options,
-    /// `None` until a full sync succeeded, and after any failure: the next sync is full.
-    compiled: Option<Incremental>,
     services: HashMap<ServiceKey, Contribution>,
     /// Sums over `services`.
     no_local: (i64, i64),
@@ -62,12 +63,11 @@ struct Contribution {
 }
 
 impl Programmer {
-    pub fn new(syncer: Syncer, node_name: &str, options: Options) -> Programmer {
+    pub fn new(backend: Backend, node_name: &str, options: Options) -> Programmer {
         Programmer {
-            syncer,
+            backend,
             node_name: node_name.to_string(),
             options,
-            compiled: None,
             services: HashMap::new(),
             no_local: (0, 0),
         }
@@ -76,7 +76,7 @@ impl Programmer {
     /// The next sync must be full: nothing is compiled yet, or the kernel is not known to
     /// hold what the last sync left.
     pub fn needs_full_sync(&self) -> bool {
-        self.compiled.is_none() || !self.syncer.in_step()
+        self.backend.needs_full_sync()
     }
 
     /// Runs one sync; on failure the kernel keeps its rules and the next sync is full.
@@ -97,7 +97,7 @@ impl Programmer {
         let programmed = match outcome {
             Ok(programmed) => programmed,
             Err(error) => {
-                self.compiled = None;
+                self.backend.forget();
                 return Err(error);
             }
         };
@@ -131,7 +131,7 @@ impl Programmer {
         }
         span.record("duration", tracing::field::debug(start.elapsed()));
         // Chains emptied by this transaction are deleted by the next one.
-        let follow_up = self.syncer.has_stale_chains();
+        let follow_up = self.backend.has_stale_chains();
         if follow_up {
             tracing::debug!("chains left to delete: another sync follows");
         }
@@ -146,7 +146,7 @@ impl Programmer {
     }
 
     fn full(&mut self, snapshot: &Snapshot, adopted: bool) -> anyhow::Result<Programmed> {
-        self.compiled = None;
+        self.backend.forget();
         let state = snapshot.state(&self.node_name);
         let checks = service_health::wanted(&state, snapshot, &self.node_name);
         let mut services: HashMap<ServiceKey, Contribution> = HashMap::new();
@@ -173,28 +173,22 @@ impl Programmer {
             }
         }
         let conntrack = conntrack_targets::targets(&state);
-        // The state moves into the compiled form, so the ports are not held twice.
-        let compiled = Incremental::from_state(state, &self.options);
+        // The state moves into the backend's compiled form, so the ports are not held twice.
         // Right after adopt the kernel was just read; otherwise a full sync reads it again.
-        if !adopted {
-            self.syncer.resync();
-        }
         let report = self
-            .syncer
-            .sync(compiled.ruleset())
-            .map_err(anyhow::Error::from)
+            .backend
+            .full(state, &self.options, adopted)
             .map_err(|e| e.context("programming the kernel (the previous rules are unchanged)"))?;
         self.no_local = services.values().fold((0, 0), |sum, c| {
             (sum.0 + c.no_local.0, sum.1 + c.no_local.1)
         });
         self.services = services;
-        self.compiled = Some(compiled);
         // Partial syncs follow, and the next full one reads the kernel back: the whole-ruleset
         // mirror is dead weight, and so are the sync's freed buffers.
-        self.syncer.release_mirror();
+        self.backend.release_mirror();
         super::ffi::release_free_memory();
         Ok(Programmed {
-            report: Some(report),
+            report,
             conntrack,
             triggers: Vec::new(),
             services: self.services.len(),
@@ -202,9 +196,9 @@ impl Programmer {
     }
 
     fn partial(&mut self, changed: Vec<(ServiceKey, Snapshot)>) -> anyhow::Result<Programmed> {
-        let Some(compiled) = self.compiled.as_mut() else {
+        if self.backend.needs_full_sync() {
             anyhow::bail!("a partial sync before any full one");
-        };
+        }
         let mut changes = Vec::new();
         let mut conntrack = Vec::new();
         let mut triggers = Vec::new();
@@ -245,17 +239,10 @@ impl Programmer {
                 self.services.insert(key, new);
             }
         }
-        let report = match compiled.update(changes) {
-            // An edit that changes no rule (a label, an annotation): nothing to send, unless
-            // chains flushed by the last sync are still to be deleted.
-            Some(change) if change.is_empty() && !self.syncer.has_stale_chains() => None,
-            Some(change) => Some(self.syncer.sync_change(&change)),
-            // An IP family's first or last port: its table appears or goes.
-            None => Some(self.syncer.sync(compiled.ruleset())),
-        }
-        .transpose()
-        .map_err(anyhow::Error::from)
-        .map_err(|e| e.context("programming the kernel (the previous rules are unchanged)"))?;
+        let report = self
+            .backend
+            .partial(changes, &self.options)
+            .map_err(|e| e.context("programming the kernel (the previous rules are unchanged)"))?;
         Ok(Programmed {
             report,
             conntrack,
@@ -267,7 +254,7 @@ impl Programmer {
 
 /// What a sync did, for metrics and logs.
 struct Programmed {
-    /// `None` when no transaction was needed.
+    /// `None` when no netlink transaction was needed (or iptables mode restored instead).
     report: Option<SyncReport>,
     /// UDP/SCTP destinations whose stale flows to clear.
     conntrack: Vec<kproxy_syncer::conntrack::ServiceTarget>,

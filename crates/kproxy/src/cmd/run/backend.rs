@@ -1,0 +1,204 @@
+//! The daemon's two ways of programming the kernel (`--proxy-mode`), behind one interface the
+//! [`Programmer`](super::programmer::Programmer) calls: a full sync of a whole state, and a
+//! partial sync of changed Service ports.
+//!
+//! * nftables: the compiler's [`Incremental`] recompiles only the changed ports and the
+//!   [`Syncer`] sends only the touched objects over netlink.
+//! * iptables: the ports are kept by name; each sync compiles the whole state (cheap beside
+//!   the restore) and [`IptablesSyncer`] restores the top-level chains and only the
+//!   per-Service-port chains whose rules changed.
+//!
+//! Starting in one mode removes the other mode's leftovers.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use kproxy_compiler::{Incremental, Options, PortChange};
+use kproxy_model::{NodeInfo, ProxyState, ServicePort, ServicePortName};
+use kproxy_syncer::iptables::{self, IptablesSyncer, Tools};
+use kproxy_syncer::{SyncReport, Syncer};
+
+use crate::cli::ProxyMode;
+
+/// One mode's syncer and what it last compiled.
+pub enum Backend {
+    /// `--proxy-mode nftables`.
+    Nftables {
+        syncer: Syncer,
+        /// `None` until a full sync succeeded, and after any failure.
+        compiled: Option<Incremental>,
+    },
+    /// `--proxy-mode iptables`.
+    Iptables {
+        syncer: IptablesSyncer,
+        /// The node and every Service port; `None` until a full sync succeeded, and after
+        /// any failure.
+        state: Option<(NodeInfo, BTreeMap<ServicePortName, ServicePort>)>,
+    },
+}
+
+impl Backend {
+    /// Adopts what an earlier kproxy left in this mode and removes the other mode's rules.
+    /// Blocking (netlink, iptables binaries).
+    pub fn start(mode: ProxyMode) -> anyhow::Result<Backend> {
+        match mode {
+            ProxyMode::Nftables => {
+                let syncer = Syncer::adopt().context("reading kproxy's tables from the kernel")?;
+                match iptables::cleanup(Tools::detect(), false) {
+                    Ok(report) if report.hooks_deleted + report.chains_deleted > 0 => {
+                        tracing::info!(
+                            jumps = report.hooks_deleted,
+                            chains = report.chains_deleted,
+                            "removed iptables mode's leftovers"
+                        );
+                    }
+                    Ok(_) => {}
+                    // nftables mode does not need iptables; say so and go on.
+                    Err(error) => {
+                        tracing::warn!("could not remove iptables mode's leftovers: {error}")
+                    }
+                }
+                Ok(Backend::Nftables {
+                    syncer,
+                    compiled: None,
+                })
+            }
+            ProxyMode::Iptables => {
+                let tools = Tools::detect();
+                tracing::info!(backend = ?tools.variant, "iptables mode");
+                kproxy_syncer::cleanup().context("removing nftables mode's tables")?;
+                Ok(Backend::Iptables {
+                    syncer: IptablesSyncer::new(tools),
+                    state: None,
+                })
+            }
+        }
+    }
+
+    /// Nothing is compiled yet, or the kernel is not known to hold what the last sync left.
+    pub fn needs_full_sync(&self) -> bool {
+        match self {
+            Backend::Nftables { syncer, compiled } => compiled.is_none() || !syncer.in_step(),
+            Backend::Iptables { state, .. } => state.is_none(),
+        }
+    }
+
+    /// Chains the last transaction flushed are deleted by the next one (nftables only).
+    pub fn has_stale_chains(&self) -> bool {
+        match self {
+            Backend::Nftables { syncer, .. } => syncer.has_stale_chains(),
+            Backend::Iptables { .. } => false,
+        }
+    }
+
+    /// Drops what only a full sync needs (nftables: the syncer's whole-ruleset mirror; iptables
+    /// mode keeps its last restore, which partial syncs diff against).
+    pub fn release_mirror(&mut self) {
+        if let Backend::Nftables { syncer, .. } = self {
+            syncer.release_mirror();
+        }
+    }
+
+    /// Forgets what was compiled (after a failure): the next sync is full.
+    pub fn forget(&mut self) {
+        match self {
+            Backend::Nftables { compiled, .. } => *compiled = None,
+            Backend::Iptables { state, .. } => *state = None,
+        }
+    }
+
+    /// Makes the kernel equal to `state`; `adopted` when the kernel was just read back.
+    pub fn full(
+        &mut self,
+        state: ProxyState,
+        options: &Options,
+        adopted: bool,
+    ) -> anyhow::Result<Option<SyncReport>> {
+        self.forget();
+        match self {
+            Backend::Nftables { syncer, compiled } => {
+                let incremental = Incremental::from_state(state, options);
+                if !adopted {
+                    syncer.resync();
+                }
+                let report = syncer.sync(incremental.ruleset())?;
+                *compiled = Some(incremental);
+                Ok(Some(report))
+            }
+            Backend::Iptables {
+                syncer,
+                state: kept,
+            } => {
+                // Every full sync restores every chain and checks the built-in chain jumps.
+                syncer.resync();
+                let report = syncer.sync(&kproxy_compiler::iptables::compile(&state, options))?;
+                log_iptables(&report);
+                let ports = state
+                    .ports
+                    .into_iter()
+                    .map(|p| (p.name.clone(), p))
+                    .collect();
+                *kept = Some((state.node, ports));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Applies the changed ports; `None` when nothing had to be sent.
+    pub fn partial(
+        &mut self,
+        changes: Vec<PortChange>,
+        options: &Options,
+    ) -> anyhow::Result<Option<SyncReport>> {
+        match self {
+            Backend::Nftables { syncer, compiled } => {
+                let Some(compiled) = compiled.as_mut() else {
+                    anyhow::bail!("a partial sync before any full one");
+                };
+                Ok(match compiled.update(changes) {
+                    // An edit that changes no rule (a label, an annotation): nothing to send,
+                    // unless chains flushed by the last sync are still to be deleted.
+                    Some(change) if change.is_empty() && !syncer.has_stale_chains() => None,
+                    Some(change) => Some(syncer.sync_change(&change)?),
+                    // An IP family's first or last port: its table appears or goes.
+                    None => Some(syncer.sync(compiled.ruleset())?),
+                })
+            }
+            Backend::Iptables { syncer, state } => {
+                let Some((node, ports)) = state.as_mut() else {
+                    anyhow::bail!("a partial sync before any full one");
+                };
+                for change in changes {
+                    match change {
+                        PortChange::Set(port) => {
+                            ports.insert(port.name.clone(), port);
+                        }
+                        PortChange::Remove(name) => {
+                            ports.remove(&name);
+                        }
+                    }
+                }
+                let whole = ProxyState {
+                    node: node.clone(),
+                    ports: ports.values().cloned().collect(),
+                };
+                let report = syncer.sync(&kproxy_compiler::iptables::compile(&whole, options))?;
+                log_iptables(&report);
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn log_iptables(report: &iptables::IptablesReport) {
+    for family in &report.families {
+        tracing::debug!(
+            family = %family.family,
+            full = family.full,
+            chains_written = family.written.len(),
+            chains_deleted = family.deleted.len(),
+            restore = ?family.restore,
+            "iptables-restore"
+        );
+    }
+}
