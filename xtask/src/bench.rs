@@ -1,6 +1,6 @@
-//! `cargo xtask bench`: the compiler's speed and memory, the syncer's apply times and the
-//! daemon's sync latency and memory (numbers go to docs/benchmarks.md). The apply and daemon
-//! benchmarks program throwaway network namespaces, so they need root.
+//! `cargo xtask bench`: the compiler's speed and memory, the syncer's apply times (nftables and
+//! iptables mode) and the daemon's sync latency and memory (numbers go to docs/benchmarks.md).
+//! The apply and daemon benchmarks program throwaway network namespaces, so they need root.
 
 pub fn run() -> anyhow::Result<()> {
     crate::run(
@@ -38,6 +38,21 @@ pub fn run() -> anyhow::Result<()> {
             "1000",
             "10000",
             "50000",
+        ],
+        &[],
+    )?;
+    crate::run(
+        "cargo",
+        &[
+            "run",
+            "--release",
+            "-p",
+            "kproxy-syncer",
+            "--example",
+            "iptables_speed",
+            "--",
+            "1000",
+            "10000",
         ],
         &[],
     )?;

@@ -24,7 +24,11 @@ pub fn run() -> anyhow::Result<()> {
     if std::env::var_os("KPROXY_SKIP_KERNEL_TESTS").is_some_and(|v| v == "1") {
         eprintln!("ci: KPROXY_SKIP_KERNEL_TESTS=1: benchmark smoke runs skipped");
     } else {
-        for (package, example) in [("kproxy-syncer", "apply_speed"), ("kproxy", "daemon_speed")] {
+        for (package, example) in [
+            ("kproxy-syncer", "apply_speed"),
+            ("kproxy-syncer", "iptables_speed"),
+            ("kproxy", "daemon_speed"),
+        ] {
             crate::run(
                 "cargo",
                 &["run", "-p", package, "--example", example, "--", "200"],
