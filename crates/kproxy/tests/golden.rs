@@ -207,7 +207,8 @@ fn golden_iptables_rules_load_into_the_kernel() {
 }
 
 /// docs/semantics.md quotes the rules each feature produces; every quoted line must still be
-/// in some golden ruleset, so the documentation cannot drift from what the compiler emits.
+/// in some golden ruleset (nftables or iptables), so the documentation cannot drift from what
+/// the compiler emits.
 /// Lines with `…` are abridged on purpose and skipped; one-line blocks (`chain x { a; b }`)
 /// and element lists are checked part by part; `# …` comments are ignored.
 #[test]
@@ -216,8 +217,10 @@ fn semantics_doc_quotes_the_golden_files() {
     let doc = std::fs::read_to_string(&doc_path).expect("docs/semantics.md");
     let mut golden_lines = std::collections::BTreeSet::new();
     for case in support::cases("golden") {
-        let text = std::fs::read_to_string(case.join("expected.nft")).expect("expected.nft");
-        golden_lines.extend(text.lines().map(|l| normalise(l).to_string()));
+        for file in ["expected.nft", "expected.iptables"] {
+            let text = std::fs::read_to_string(case.join(file)).expect("a golden file");
+            golden_lines.extend(text.lines().map(|l| normalise(l).to_string()));
+        }
     }
     let mut quoted = 0;
     let mut missing = Vec::new();
