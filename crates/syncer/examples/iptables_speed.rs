@@ -113,10 +113,14 @@ fn iptables_row(services: usize, base: &ProxyState, options: &Options, tools: To
         // The compile is included: iptables mode compiles the whole state each sync.
         let start = Instant::now();
         let desired = iptables::compile(&state, options);
+        let compiled = start.elapsed();
         let report = node
             .exec(|| syncer.sync(&desired))
             .expect("endpoint change");
         changes.push(start.elapsed());
+        if std::env::var_os("KPROXY_BENCH_VERBOSE").is_some() {
+            eprintln!("compile {compiled:?}, whole {:?}", start.elapsed());
+        }
         input_lines = report.families[0].input.lines().count();
         if std::env::var_os("KPROXY_BENCH_VERBOSE").is_some() {
             for f in &report.families {

@@ -7,6 +7,9 @@
 //! one list per endpoint chain), and the endpoint chain records the client (`--set`).
 //!
 //! An endpoint chain marks a pod reaching itself (hairpin) for masquerade, then DNATs.
+//!
+//! Above [`super::LARGE_CLUSTER_ENDPOINTS`] endpoints these rules carry no comment, as in
+//! kube-proxy: the comments were most of the table's size, and so of every restore's cost.
 
 use std::net::SocketAddr;
 
@@ -24,6 +27,7 @@ pub(crate) fn selection_chain(
     ctx: &PortContext<'_>,
 ) -> Chain {
     let mut rules: Vec<Rule> = masquerade.into_iter().collect();
+    let picks_start = rules.len();
     let targets: Vec<(SocketAddr, String)> = endpoints
         .iter()
         .map(|ep| {
@@ -53,6 +57,11 @@ pub(crate) fn selection_chain(
         } else {
             rule
         });
+    }
+    if !ctx.endpoint_comments {
+        for rule in &mut rules[picks_start..] {
+            rule.comment = None;
+        }
     }
     service_chain(name, rules)
 }
@@ -88,7 +97,13 @@ fn endpoint_chain(ctx: &PortContext<'_>, addr: SocketAddr) -> Chain {
         protocol: ctx.port.name.protocol,
         dport: None,
     }]);
-    service_chain(name, vec![hairpin, dnat])
+    let mut rules = vec![hairpin, dnat];
+    if !ctx.endpoint_comments {
+        for rule in &mut rules {
+            rule.comment = None;
+        }
+    }
+    service_chain(name, rules)
 }
 
 fn socket(endpoint: &Endpoint) -> SocketAddr {

@@ -71,8 +71,20 @@ fn family_in_use(state: &ProxyState, options: &Options, family: IpFamily) -> boo
         || !options.cluster_cidrs(family).is_empty()
 }
 
+/// Above this many endpoints in a family, endpoint rules carry no comment, as in kube-proxy's
+/// "large cluster mode": the kernel stores 256 bytes per comment match, and a legacy
+/// `iptables-restore` reads and writes back the whole table on every sync.
+pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
 /// Compiles one family.
 pub fn compile_family(state: &ProxyState, options: &Options, family: IpFamily) -> FamilyRules {
+    let endpoints: usize = state
+        .ports
+        .iter()
+        .filter_map(|p| p.family(family))
+        .map(|f| f.endpoints.cluster.len())
+        .sum();
+    let endpoint_comments = endpoints <= LARGE_CLUSTER_ENDPOINTS;
     let mut builder = Builder {
         family,
         cluster_cidrs: options.cluster_cidrs(family),
@@ -96,6 +108,7 @@ pub fn compile_family(state: &ProxyState, options: &Options, family: IpFamily) -
             port,
             family: family_port,
             comment: naming::comment(&port.name.to_string()),
+            endpoint_comments,
         };
         builder.cluster_ips.insert(family_port.cluster_ip);
         services::compile(&mut builder, &ctx);
@@ -197,6 +210,9 @@ pub(crate) struct PortContext<'a> {
     pub family: &'a FamilyPort,
     /// `namespace/service[:port]`, as kube-proxy's comments name it.
     pub comment: String,
+    /// Endpoint rules (`KUBE-SEP-`, the picks in `KUBE-SVC-`/`KUBE-SVL-`) carry comments;
+    /// false above [`LARGE_CLUSTER_ENDPOINTS`].
+    pub endpoint_comments: bool,
 }
 
 impl PortContext<'_> {

@@ -427,3 +427,33 @@ fn the_ipv6_family_uses_ipv6_loopback_and_addresses() {
     let sep = naming::endpoint_chain(&port_name("dual"), "[fd00:10:244::1]:8080".parse().unwrap());
     assert!(lines(six, TableName::Nat, &sep)[1].ends_with("--to-destination [fd00:10:244::1]:8080"));
 }
+
+#[test]
+fn large_clusters_drop_endpoint_comments_only() {
+    let state = kproxy_synthetic::cluster(200, 10);
+    let rules = compile_family(&state, &options(), IpFamily::V4);
+    let nat = rules.table(TableName::Nat).unwrap();
+    let endpoint_rules = nat
+        .chains
+        .iter()
+        .filter(|c| c.name.starts_with("KUBE-SEP-"))
+        .flat_map(|c| &c.rules);
+    assert!(endpoint_rules.clone().count() > 2 * LARGE_CLUSTER_ENDPOINTS);
+    assert!(endpoint_rules.clone().all(|r| r.comment.is_none()));
+    // Service-level rules keep theirs.
+    assert!(nat
+        .chain(naming::SERVICES)
+        .unwrap()
+        .rules
+        .iter()
+        .all(|r| r.comment.is_some()));
+    let small = compile_family(&kproxy_synthetic::cluster(20, 10), &options(), IpFamily::V4);
+    let sep = small
+        .table(TableName::Nat)
+        .unwrap()
+        .chains
+        .iter()
+        .find(|c| c.name.starts_with("KUBE-SEP-"))
+        .unwrap();
+    assert!(sep.rules.iter().all(|r| r.comment.is_some()));
+}
