@@ -59,6 +59,17 @@ fn bad_input_fails_with_one_line_per_problem() {
         if let Err(diff) = golden::check(&case.join("expected-keep-going.nft"), &stdout) {
             failures.push(format!("{name}: {diff}"));
         }
+
+        let out = support::dry_run(&case, &["--keep-going", "--proxy-mode", "iptables"]);
+        if out.status.success() {
+            failures.push(format!(
+                "{name}: --keep-going must still exit non-zero (iptables)"
+            ));
+        }
+        let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+        if let Err(diff) = golden::check(&case.join("expected-keep-going.iptables"), &stdout) {
+            failures.push(format!("{name}: {diff}"));
+        }
     }
     golden::assert_all(failures);
 }
@@ -169,11 +180,17 @@ fn golden_iptables_rules_load_into_the_kernel() {
     );
     let mut failures = Vec::new();
     let mut loaded = 0;
-    for case in support::cases("golden") {
-        let path = case.join("expected.iptables");
+    let golden = support::cases("golden")
+        .into_iter()
+        .map(|case| (case.join("expected.iptables"), true));
+    // Error cases with a fatal flag print nothing, even with --keep-going.
+    let errors = support::cases("errors")
+        .into_iter()
+        .map(|case| (case.join("expected-keep-going.iptables"), false));
+    for (path, required) in golden.chain(errors) {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let sections = iptables_sections(&text);
-        if sections.is_empty() {
+        if sections.is_empty() && required {
             failures.push(format!("{}: no restore sections", path.display()));
         }
         for (binary, input) in &sections {
