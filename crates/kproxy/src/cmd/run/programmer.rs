@@ -1,12 +1,15 @@
 //! What the daemon has programmed, Service by Service, and the syncs that change it.
 //!
-//! A full sync translates every object, compiles everything ([`Incremental::new`](kproxy_compiler::Incremental::new)) and makes
-//! the kernel equal to it (read back first). A partial sync takes only the changed Services'
-//! objects ([`WatcherHandle::service_snapshot`](kproxy_watcher::WatcherHandle::service_snapshot)),
+//! A full sync translates every object, compiles everything
+//! ([`Incremental::new`](kproxy_compiler::Incremental::new) in nftables mode; see [`Backend`])
+//! and makes the kernel equal to it (read back first). A partial sync takes only the changed
+//! Services' objects
+//! ([`WatcherHandle::service_snapshot`](kproxy_watcher::WatcherHandle::service_snapshot)),
 //! translates and recompiles them alone and sends the syncer the touched objects
-//! ([`Syncer::sync_change`]), so it costs what the change costs. The per-Service records here
-//! (which ports a Service had, its health check, its share of the no-local-endpoints gauge)
-//! say what a changed Service replaces.
+//! ([`Syncer::sync_change`](kproxy_syncer::Syncer::sync_change); iptables mode restores the
+//! changed chains), so it costs what the change costs. The per-Service records here (which
+//! ports a Service had, its health check, its share of the no-local-endpoints gauge) say what a
+//! changed Service replaces.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
