@@ -64,6 +64,20 @@ fn run_carries_traffic_and_follows_endpoint_changes_and_deletes(mode: Mode) {
     let web = Service::new("web", &["10.96.0.10"]);
     let mut objects = vec![node(NODE, &topo.node_ipv4().to_string())];
     objects.extend(web.clone().endpoints([local(a), remote(b)]).objects());
+    // The node was programmed in the other mode before (a switch of --proxy-mode): the
+    // daemon's first full sync must leave only its own mode's rules.
+    let other = match mode {
+        Mode::Nftables => Mode::Iptables,
+        Mode::Iptables => Mode::Nftables,
+    };
+    let mut flags = super::manifests::FLAGS.to_vec();
+    flags.extend(["--proxy-mode", other.flag()]);
+    super::program(
+        topo.node(),
+        &super::manifests::render(&topo, &[web.clone().endpoints([remote(d)])]),
+        &flags,
+    );
+    assert!(kernel_rules(&topo, other).is_some_and(|rules| rules.contains("10.96.0.10")));
     let api = InNs::serving(topo.node(), objects);
     let url = api.url();
     let mut daemon = Daemon::start(
@@ -90,6 +104,11 @@ fn run_carries_traffic_and_follows_endpoint_changes_and_deletes(mode: Mode) {
     // After the caches sync, the first (full) sync: both endpoints answer, TCP and UDP.
     daemon.eventually("a and b answering", || {
         answering(client, 24).filter(|names| names == &["a", "b"])
+    });
+    daemon.eventually("the other mode's rules gone", || {
+        (!kernel_rules(&topo, other)
+            .is_some_and(|rules| rules.contains("KUBE-SERVICES") || rules.contains("10.96.0.10")))
+        .then_some(())
     });
 
     // The slice now lists d alone: a partial sync moves every new connection there.

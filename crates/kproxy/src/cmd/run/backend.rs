@@ -8,7 +8,8 @@
 //!   the restore) and [`IptablesSyncer`] restores the top-level chains and only the
 //!   per-Service-port chains whose rules changed.
 //!
-//! Starting in one mode removes the other mode's leftovers.
+//! Every full sync (start, hourly, after a failure) then removes the other mode's rules: after
+//! the new ones are in force, so switching modes leaves no gap.
 
 use std::collections::BTreeMap;
 
@@ -38,26 +39,12 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Adopts what an earlier kproxy left in this mode and removes the other mode's rules.
-    /// Blocking (netlink, iptables binaries).
+    /// Adopts what an earlier kproxy left in this mode (its rules stay in force until the
+    /// first sync replaces them). Blocking (netlink, iptables binaries).
     pub fn start(mode: ProxyMode) -> anyhow::Result<Backend> {
         match mode {
             ProxyMode::Nftables => {
                 let syncer = Syncer::adopt().context("reading kproxy's tables from the kernel")?;
-                match iptables::cleanup(Tools::detect(), false) {
-                    Ok(report) if report.hooks_deleted + report.chains_deleted > 0 => {
-                        tracing::info!(
-                            jumps = report.hooks_deleted,
-                            chains = report.chains_deleted,
-                            "removed iptables mode's leftovers"
-                        );
-                    }
-                    Ok(_) => {}
-                    // nftables mode does not need iptables; say so and go on.
-                    Err(error) => {
-                        tracing::warn!("could not remove iptables mode's leftovers: {error}")
-                    }
-                }
                 Ok(Backend::Nftables {
                     syncer,
                     compiled: None,
@@ -66,7 +53,6 @@ impl Backend {
             ProxyMode::Iptables => {
                 let tools = Tools::detect();
                 tracing::info!(backend = ?tools.variant, "iptables mode");
-                kproxy_syncer::cleanup().context("removing nftables mode's tables")?;
                 Ok(Backend::Iptables {
                     syncer: IptablesSyncer::new(tools),
                     state: None,
@@ -123,6 +109,7 @@ impl Backend {
                 }
                 let report = syncer.sync(incremental.ruleset())?;
                 *compiled = Some(incremental);
+                remove_iptables_leftovers();
                 Ok(Some(report))
             }
             Backend::Iptables {
@@ -139,6 +126,7 @@ impl Backend {
                     .map(|p| (p.name.clone(), p))
                     .collect();
                 *kept = Some((state.node, ports));
+                kproxy_syncer::cleanup().context("removing nftables mode's tables")?;
                 Ok(None)
             }
         }
@@ -187,6 +175,23 @@ impl Backend {
                 Ok(None)
             }
         }
+    }
+}
+
+/// After a full sync in nftables mode: iptables mode's rules go, so a node switched from that
+/// mode keeps no second set of rules. Only after the sync, so that switching leaves no gap.
+fn remove_iptables_leftovers() {
+    match iptables::cleanup(Tools::detect(), false) {
+        Ok(report) if report.hooks_deleted + report.chains_deleted > 0 => {
+            tracing::info!(
+                jumps = report.hooks_deleted,
+                chains = report.chains_deleted,
+                "removed iptables mode's leftovers"
+            );
+        }
+        Ok(_) => {}
+        // nftables mode does not need iptables; say so and go on.
+        Err(error) => tracing::warn!("could not remove iptables mode's leftovers: {error}"),
     }
 }
 
