@@ -8,8 +8,8 @@
 //!   the restore) and [`IptablesSyncer`] restores the top-level chains and only the
 //!   per-Service-port chains whose rules changed.
 //!
-//! Every full sync (start, hourly, after a failure) then removes the other mode's rules: after
-//! the new ones are in force, so switching modes leaves no gap.
+//! The first full sync then removes the other mode's rules (iptables mode: every full sync,
+//! one netlink transaction): after the new ones are in force, so switching modes leaves no gap.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +28,8 @@ pub enum Backend {
         syncer: Syncer,
         /// `None` until a full sync succeeded, and after any failure.
         compiled: Option<Incremental>,
+        /// iptables mode's leftovers are still to be removed (after the first full sync).
+        leftovers: bool,
     },
     /// `--proxy-mode iptables`.
     Iptables {
@@ -48,6 +50,7 @@ impl Backend {
                 Ok(Backend::Nftables {
                     syncer,
                     compiled: None,
+                    leftovers: true,
                 })
             }
             ProxyMode::Iptables => {
@@ -64,7 +67,9 @@ impl Backend {
     /// Nothing is compiled yet, or the kernel is not known to hold what the last sync left.
     pub fn needs_full_sync(&self) -> bool {
         match self {
-            Backend::Nftables { syncer, compiled } => compiled.is_none() || !syncer.in_step(),
+            Backend::Nftables {
+                syncer, compiled, ..
+            } => compiled.is_none() || !syncer.in_step(),
             Backend::Iptables { state, .. } => state.is_none(),
         }
     }
@@ -102,14 +107,22 @@ impl Backend {
     ) -> anyhow::Result<Option<SyncReport>> {
         self.forget();
         match self {
-            Backend::Nftables { syncer, compiled } => {
+            Backend::Nftables {
+                syncer,
+                compiled,
+                leftovers,
+            } => {
                 let incremental = Incremental::from_state(state, options);
                 if !adopted {
                     syncer.resync();
                 }
                 let report = syncer.sync(incremental.ruleset())?;
                 *compiled = Some(incremental);
-                remove_iptables_leftovers();
+                if std::mem::take(leftovers) {
+                    // A dozen iptables processes: on a thread of its own, so the sync (and the
+                    // health it reports) does not wait for them; they touch no nftables rule.
+                    std::thread::spawn(remove_iptables_leftovers);
+                }
                 Ok(Some(report))
             }
             Backend::Iptables {
@@ -139,7 +152,9 @@ impl Backend {
         options: &Options,
     ) -> anyhow::Result<Option<SyncReport>> {
         match self {
-            Backend::Nftables { syncer, compiled } => {
+            Backend::Nftables {
+                syncer, compiled, ..
+            } => {
                 let Some(compiled) = compiled.as_mut() else {
                     anyhow::bail!("a partial sync before any full one");
                 };
@@ -178,8 +193,8 @@ impl Backend {
     }
 }
 
-/// After a full sync in nftables mode: iptables mode's rules go, so a node switched from that
-/// mode keeps no second set of rules. Only after the sync, so that switching leaves no gap.
+/// After the first full sync in nftables mode: iptables mode's rules go, so a node switched
+/// from that mode keeps no second set of rules. Only after the sync, so switching leaves no gap.
 fn remove_iptables_leftovers() {
     match iptables::cleanup(Tools::detect(), false) {
         Ok(report) if report.hooks_deleted + report.chains_deleted > 0 => {
