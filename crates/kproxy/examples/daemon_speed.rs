@@ -4,7 +4,8 @@
 //! Runs as root; the daemon and the fake API server live in a throwaway network namespace.
 //! Build the binary first, then run the example from the same profile:
 //! `cargo build --release -p kproxy && cargo run --release -p kproxy --example daemon_speed --
-//! 10000`. Prints a Markdown table row for docs/benchmarks.md.
+//! 10000`. Prints a Markdown table row for docs/benchmarks.md; with `--json` after the size,
+//! one JSON object instead (what `cargo xtask bench` reads).
 //!
 //! "In the kernel" is when the daemon's metrics report the sync that followed the change as
 //! done: the sync count moves only after its transaction was acknowledged.
@@ -24,8 +25,11 @@ const CHANGES: usize = 60;
 const METRICS: &str = "127.0.0.1:10249";
 
 fn main() {
-    let services: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let as_json = args.iter().any(|a| a == "--json");
+    let services: usize = args
+        .iter()
+        .find(|a| *a != "--json")
         .map(|a| a.parse().expect("the number of Services"))
         .unwrap_or(10_000);
     let binary = kproxy_binary();
@@ -92,6 +96,26 @@ fn main() {
     let _ = daemon.wait();
     ns.exec(move || drop(api));
 
+    if as_json {
+        let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
+        println!(
+            "{}",
+            json!({
+                "services": services,
+                "endpoints": ENDPOINTS,
+                "changes": CHANGES,
+                "first_sync": first_sync.as_secs_f64(),
+                "event_p50": latencies[CHANGES / 2].as_secs_f64(),
+                "event_p99": latencies[CHANGES * 99 / 100].as_secs_f64(),
+                "event_max": latencies[CHANGES - 1].as_secs_f64(),
+                "rss_first_sync_mb": mb(rss_kib),
+                "rss_after_changes_mb": mb(rss_after_kib),
+                "cpu_first_sync": cpu.as_secs_f64(),
+                "cpu_per_change": (cpu_after - cpu).as_secs_f64() / CHANGES as f64,
+            })
+        );
+        return;
+    }
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     println!("| Services × endpoints | first full sync | event → kernel p50 | p99 | max | RSS after first sync | RSS after {CHANGES} changes | CPU for the first sync | CPU per change |");
     println!("|---|---|---|---|---|---|---|---|---|");
