@@ -1,0 +1,78 @@
+//! Measurement 2 (and 4): a cold apply. An empty namespace gets the whole ruleset in one
+//! `Syncer::sync`; the kernel is then read back and its objects counted. Beside it, `nft -f`
+//! loads the renderer's text of the same ruleset into another empty namespace: the kernel's
+//! floor for that ruleset. The large cold start (44k × 6) is the same without `nft -f`; the
+//! parent checks the kernel log around it.
+
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use kproxy_compiler::compile;
+use kproxy_syncer::Syncer;
+use kproxy_testkit::NetNs;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{options, Counts};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cold {
+    pub services: usize,
+    pub endpoints: usize,
+    pub compile: f64,
+    /// The whole `Syncer::sync` call (read-back of the empty kernel, plan, transaction).
+    pub apply: f64,
+    /// Batch sent → kernel's answer.
+    pub transaction: f64,
+    pub messages: usize,
+    pub bytes: usize,
+    /// What the kernel holds afterwards (read back over netlink).
+    pub kernel: Counts,
+    /// `nft -f` of the rendered text, when asked for.
+    pub nft: Option<f64>,
+}
+
+pub fn measure(services: usize, endpoints: usize, with_nft: bool) -> anyhow::Result<Cold> {
+    eprintln!("bench: cold apply, {services} × {endpoints}");
+    let state = kproxy_synthetic::cluster(services, endpoints);
+    let start = Instant::now();
+    let desired = compile(&state, &options());
+    let compile_time = start.elapsed();
+    drop(state);
+    let text = with_nft.then(|| kproxy_compiler::render::nft::ruleset(&desired));
+
+    let node = NetNs::new("bench-cold");
+    let mut syncer = Syncer::default();
+    let (report, apply, kernel) = node.exec(|| -> anyhow::Result<_> {
+        let start = Instant::now();
+        let report = syncer.sync(desired).context("cold apply")?;
+        let apply = start.elapsed();
+        let read = kproxy_syncer::netlink::read_tables().context("reading the tables back")?;
+        Ok((report, apply, Counts::of(&read.ruleset)))
+    })?;
+    drop(syncer);
+    drop(node);
+
+    let nft = match text {
+        Some(text) => {
+            eprintln!("bench: nft -f, {services} × {endpoints}");
+            let reference = NetNs::new("bench-nft");
+            let start = Instant::now();
+            reference
+                .load(&text)
+                .map_err(|e| anyhow!("nft -f of the rendered ruleset: {e}"))?;
+            Some(start.elapsed().as_secs_f64())
+        }
+        None => None,
+    };
+    Ok(Cold {
+        services,
+        endpoints,
+        compile: compile_time.as_secs_f64(),
+        apply: apply.as_secs_f64(),
+        transaction: report.transaction.as_secs_f64(),
+        messages: report.applied.messages,
+        bytes: report.applied.bytes,
+        kernel,
+        nft,
+    })
+}

@@ -1,0 +1,221 @@
+//! Measurement 5: what a packet pays for the ruleset's size. A testkit [`Topology`] gives a
+//! node namespace with two pods on veths; the node gets the synthetic cluster of N − 1
+//! Services plus a probe Service, created last (sorted last, added last), whose one endpoint
+//! is the `backend` pod. From the `client` pod, TCP connects alternate between the probe's
+//! ClusterIP (DNAT through kproxy's rules) and the backend's pod IP (the floor: the same
+//! veths and forwarding, no Service lookup). One topology serves every size: the ruleset
+//! grows from one size to the next with `Syncer::sync`.
+//!
+//! A connect is timed from `connect(2)` to its return: SYN out, SYN-ACK back, the packets
+//! that go through the NAT hooks (later packets of a connection follow conntrack).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ipnet::IpNet;
+use kproxy_compiler::compile;
+use kproxy_model::{
+    EndpointConditions, IpFamily, NodeInfo, PortSpec, Protocol, ProxyState, ServiceSpec,
+    SessionAffinity, SliceEndpoint, SlicePort, SliceSpec, TrafficPolicy,
+};
+use kproxy_syncer::Syncer;
+use kproxy_testkit::topology::{Topology, DEFAULT_PORT};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::options;
+use crate::stats::Summary;
+
+/// The probe's ClusterIP, near the end of the node's routed Service CIDR (10.96.0.0/16); the
+/// synthetic ClusterIPs (10.96.0.10 upwards) stay below it up to this many Services.
+const PROBE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 255, 250);
+pub const MAX_SERVICES: usize = 65_000;
+const PROBE_PORT: u16 = 80;
+const CLIENT: &str = "client";
+const BACKEND: &str = "backend";
+/// Connects made before measuring at each size (ARP, route and socket caches warm).
+const WARMUP: usize = 100;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The proxy mode whose rules are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    Nftables,
+    // HOOK(iptables): the iptables mode is being built elsewhere. When it exists, add
+    // `Iptables` here, program its rules in `program` below, and the report's iptables
+    // column (report.rs, "HOOK(iptables)") fills in from `Row::iptables`.
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dataplane {
+    pub connects: usize,
+    pub rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub services: usize,
+    /// The `Syncer::sync` that brought the node to this size.
+    pub apply: f64,
+    pub cluster_ip: Latency,
+    pub direct: Latency,
+    /// HOOK(iptables): the ClusterIP latency with the iptables mode's rules; `None` until that
+    /// mode exists.
+    pub iptables: Option<Latency>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Latency {
+    pub connect: Summary,
+    pub failures: usize,
+}
+
+pub fn measure(sizes: &[usize], connects: usize) -> anyhow::Result<Dataplane> {
+    let topology = Topology::builder("bench-dp")
+        .pod(CLIENT, "10.244.1.10")
+        .pod(BACKEND, "10.244.2.10")
+        .build();
+    let backend = topology.pod(BACKEND).ipv4();
+    let node = NodeInfo {
+        name: kproxy_synthetic::NODE.to_string(),
+        zone: Some(kproxy_synthetic::ZONE.to_string()),
+        primary_ips: vec![topology.node_ipv4().into(), topology.node_ipv6().into()],
+        seen: true,
+    };
+    let mut options = options();
+    // The topology's pods are in the cluster network too: no masquerade for pod traffic.
+    options
+        .cluster_cidrs
+        .push(IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 244, 0, 0)), 16)?);
+
+    let mut syncer = Syncer::default();
+    let mut rows = Vec::with_capacity(sizes.len());
+    for &services in sizes {
+        anyhow::ensure!(
+            (1..=MAX_SERVICES).contains(&services),
+            "the dataplane measures 1 to {MAX_SERVICES} Services"
+        );
+        eprintln!("bench: dataplane, {services} Services, {connects} connects each way");
+        let state = with_probe(services, node.clone(), backend);
+        let ruleset = compile(&state, &options);
+        drop(state);
+        let start = Instant::now();
+        program(Mode::Nftables, &topology, &mut syncer, ruleset)?;
+        let apply = start.elapsed();
+
+        let cluster_ip = SocketAddr::from((PROBE_IP, PROBE_PORT));
+        let direct = SocketAddr::from((backend, DEFAULT_PORT));
+        let (cluster_ip, direct) = topology
+            .pod(CLIENT)
+            .ns()
+            .exec(|| alternate(cluster_ip, direct, connects));
+        anyhow::ensure!(
+            cluster_ip.failures < connects,
+            "no connect to the probe's ClusterIP succeeded at {services} Services"
+        );
+        rows.push(Row {
+            services,
+            apply: apply.as_secs_f64(),
+            cluster_ip,
+            direct,
+            iptables: None,
+        });
+    }
+    Ok(Dataplane { connects, rows })
+}
+
+/// Puts `ruleset` in the node's kernel with the given mode.
+fn program(
+    mode: Mode,
+    topology: &Topology,
+    syncer: &mut Syncer,
+    ruleset: kproxy_compiler::Ruleset,
+) -> anyhow::Result<()> {
+    match mode {
+        Mode::Nftables => {
+            topology
+                .node()
+                .exec(|| syncer.sync(ruleset))
+                .context("programming the node")?;
+        }
+    }
+    Ok(())
+}
+
+/// `connects` connects to each address, alternating so both see the same conditions.
+fn alternate(a: SocketAddr, b: SocketAddr, connects: usize) -> (Latency, Latency) {
+    for _ in 0..WARMUP {
+        let _ = connect(a);
+        let _ = connect(b);
+    }
+    let (mut times_a, mut times_b) = (Vec::with_capacity(connects), Vec::with_capacity(connects));
+    let (mut failures_a, mut failures_b) = (0, 0);
+    for _ in 0..connects {
+        match connect(a) {
+            Some(t) => times_a.push(t),
+            None => failures_a += 1,
+        }
+        match connect(b) {
+            Some(t) => times_b.push(t),
+            None => failures_b += 1,
+        }
+    }
+    let latency = |times: &[Duration], failures| Latency {
+        connect: Summary::of(times),
+        failures,
+    };
+    (latency(&times_a, failures_a), latency(&times_b, failures_b))
+}
+
+/// The time `connect(2)` takes, or `None` if it failed.
+fn connect(to: SocketAddr) -> Option<Duration> {
+    let start = Instant::now();
+    let stream = TcpStream::connect_timeout(&to, CONNECT_TIMEOUT).ok()?;
+    let elapsed = start.elapsed();
+    drop(stream);
+    Some(elapsed)
+}
+
+/// The synthetic cluster of `services − 1` Services, and the probe Service, last.
+fn with_probe(services: usize, node: NodeInfo, backend: Ipv4Addr) -> ProxyState {
+    let (mut specs, mut slices) = kproxy_synthetic::specs(services - 1, 10);
+    let (namespace, name) = ("zz-bench".to_string(), "probe".to_string());
+    specs.push(ServiceSpec {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        cluster_ips: vec![PROBE_IP.into()],
+        ports: vec![PortSpec {
+            name: String::new(),
+            protocol: Protocol::Tcp,
+            port: PROBE_PORT,
+            node_port: None,
+        }],
+        external_ips: Vec::new(),
+        load_balancer_ips: Vec::new(),
+        source_ranges: Vec::new(),
+        internal_policy: TrafficPolicy::Cluster,
+        external_policy: TrafficPolicy::Cluster,
+        affinity: SessionAffinity::None,
+        health_check_node_port: None,
+    });
+    slices.push(SliceSpec {
+        namespace,
+        name: format!("{name}-1"),
+        service: name,
+        family: IpFamily::V4,
+        ports: vec![SlicePort {
+            name: String::new(),
+            protocol: Protocol::Tcp,
+            port: DEFAULT_PORT,
+        }],
+        endpoints: vec![SliceEndpoint {
+            addr: backend.into(),
+            conditions: EndpointConditions::default(),
+            node_name: Some(kproxy_synthetic::NODE.to_string()),
+            zone_hints: BTreeSet::new(),
+            node_hints: BTreeSet::new(),
+        }],
+    });
+    ProxyState::build(node, &specs, &slices)
+}
