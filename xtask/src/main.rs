@@ -21,7 +21,9 @@ tasks:
   ci                 everything CI checks: tidy, fmt, clippy, all tests (kernel tests need root),
                      README.md's command 1 in a fresh clone of HEAD
   golden [--bless]   run the golden tests; --bless rewrites testdata/ (review with git diff)
-  bench              compiler benchmarks (criterion) and peak memory at 1k/10k/50k Services
+  bench [ARGS]       kproxy at scale (root): compile, cold and partial apply, dataplane and
+                     daemon at 1k/10k/50k Services; results and plots to docs/bench/.
+                     --smoke: ~500 Services in under a minute (CI); --help: every option
   readme             README.md's quick-start command 1 in a fresh clone of HEAD (part of ci)
   tidy               source hygiene checks, and .ci/run against README.md's test command";
 
@@ -33,7 +35,7 @@ fn main() -> anyhow::Result<()> {
         ["ci"] => ci::run(),
         ["golden"] => golden::run(false),
         ["golden", "--bless"] => golden::run(true),
-        ["bench"] => bench::run(),
+        ["bench", rest @ ..] => bench::run(rest),
         ["tidy"] => tidy::run(),
         ["readme"] => readme::run_in_a_fresh_clone(&project_root()),
         ["help" | "--help" | "-h"] | [] => {
