@@ -21,8 +21,11 @@ pub enum Job {
     Cold {
         services: usize,
         endpoints: usize,
-        /// Also load the same ruleset with `nft -f` (the kernel's floor).
-        with_nft: bool,
+    },
+    /// `nft -f` of the same ruleset: a child of its own, so the kernel log tells the two apart.
+    Nft {
+        services: usize,
+        endpoints: usize,
     },
     Incremental {
         services: usize,
@@ -45,8 +48,11 @@ pub fn serve(job: &Job) -> anyhow::Result<()> {
         Job::Cold {
             services,
             endpoints,
-            with_nft,
-        } => serde_json::to_string(&crate::cold::measure(*services, *endpoints, *with_nft)?)?,
+        } => serde_json::to_string(&crate::cold::measure(*services, *endpoints)?)?,
+        Job::Nft {
+            services,
+            endpoints,
+        } => serde_json::to_string(&crate::cold::nft_floor(*services, *endpoints)?)?,
         Job::Incremental {
             services,
             endpoints,

@@ -91,11 +91,17 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
                     let job = Job::Cold {
                         services,
                         endpoints,
-                        with_nft: true,
                     };
-                    if let Some(r) = results.child(&format!("cold apply {services}"), &job) {
-                        results.cold.push(r);
-                    }
+                    let label = format!("cold apply {services} (netlink)");
+                    let Some(mut cold) = results.child::<Cold>(&label, &job) else {
+                        continue;
+                    };
+                    let job = Job::Nft {
+                        services,
+                        endpoints,
+                    };
+                    cold.nft = results.child(&format!("nft -f {services}"), &job);
+                    results.cold.push(cold);
                 }
             }
             Measurement::Incremental => {
@@ -115,7 +121,6 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
                 let job = Job::Cold {
                     services,
                     endpoints,
-                    with_nft: false,
                 };
                 let label = format!("cold start {services} × {endpoints}");
                 results.cold_start = results.child(&label, &job);

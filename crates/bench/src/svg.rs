@@ -7,10 +7,10 @@
 
 use std::fmt::Write as _;
 
-const WIDTH: f64 = 760.0;
+const WIDTH: f64 = 860.0;
 const HEIGHT: f64 = 420.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 230.0;
+const RIGHT: f64 = 300.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 const COLOURS: [&str; 8] = [
@@ -39,6 +39,15 @@ pub struct Series {
     pub colour: usize,
 }
 
+/// How an axis's range follows the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    /// Out to whole decades (log) or a round step (linear).
+    Round,
+    /// The data's range and a little more: the x axis, where sizes are few and known.
+    Tight,
+}
+
 /// One axis: the data range mapped onto a pixel range.
 struct Axis {
     scale: Scale,
@@ -49,22 +58,26 @@ struct Axis {
 }
 
 impl Axis {
-    fn new(scale: Scale, values: impl Iterator<Item = f64>, from: f64, to: f64) -> Axis {
+    fn new(scale: Scale, fit: Fit, values: impl Iterator<Item = f64>, from: f64, to: f64) -> Axis {
         let (mut min, mut max) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
             (lo.min(v), hi.max(v))
         });
         if !min.is_finite() {
             (min, max) = (1.0, 10.0);
         }
-        match scale {
-            Scale::Log => {
+        match (scale, fit) {
+            (Scale::Log, Fit::Tight) => {
+                min /= 1.3;
+                max *= 1.3;
+            }
+            (Scale::Log, Fit::Round) => {
                 min = 10f64.powf(min.log10().floor());
                 max = 10f64.powf(max.log10().ceil());
                 if max <= min {
                     max = min * 10.0;
                 }
             }
-            Scale::Linear => {
+            (Scale::Linear, _) => {
                 min = min.min(0.0);
                 let step = nice_step(max - min);
                 max = (max / step).ceil() * step;
@@ -95,22 +108,19 @@ impl Axis {
     fn ticks(&self) -> Vec<f64> {
         match self.scale {
             Scale::Log => {
-                let decades = (self.max.log10() - self.min.log10()).round() as i32;
-                let multiples: &[f64] = if decades <= 2 {
+                let (low, high) = (
+                    self.min.log10().floor() as i32,
+                    self.max.log10().ceil() as i32,
+                );
+                let multiples: &[f64] = if (self.max / self.min).log10() <= 2.5 {
                     &[1.0, 2.0, 5.0]
                 } else {
                     &[1.0]
                 };
-                let mut ticks = Vec::new();
-                for k in 0..=decades {
-                    let decade = self.min * 10f64.powi(k);
-                    for m in multiples {
-                        if decade * m <= self.max * 1.0001 {
-                            ticks.push(decade * m);
-                        }
-                    }
-                }
-                ticks
+                (low..=high)
+                    .flat_map(|k| multiples.iter().map(move |m| m * 10f64.powi(k)))
+                    .filter(|v| *v >= self.min * 0.9999 && *v <= self.max * 1.0001)
+                    .collect()
             }
             Scale::Linear => {
                 let step = nice_step(self.max - self.min);
@@ -161,8 +171,20 @@ pub fn render(chart: &Chart) -> String {
             .iter()
             .flat_map(|s| s.points.iter().filter(|p| visible(p)))
     };
-    let x = Axis::new(Scale::Log, points().map(|p| p.0), LEFT, WIDTH - RIGHT);
-    let y = Axis::new(chart.y_scale, points().map(|p| p.1), HEIGHT - BOTTOM, TOP);
+    let x = Axis::new(
+        Scale::Log,
+        Fit::Tight,
+        points().map(|p| p.0),
+        LEFT,
+        WIDTH - RIGHT,
+    );
+    let y = Axis::new(
+        chart.y_scale,
+        Fit::Round,
+        points().map(|p| p.1),
+        HEIGHT - BOTTOM,
+        TOP,
+    );
 
     let mut svg = String::new();
     let _ = writeln!(
@@ -263,16 +285,18 @@ mod tests {
 
     #[test]
     fn ticks_are_round_numbers() {
-        let wide = Axis::new(Scale::Log, [100.0, 50_000.0].into_iter(), 0.0, 1.0);
-        assert_eq!(wide.ticks(), [100.0, 1000.0, 10_000.0, 100_000.0]);
-        let log = Axis::new(Scale::Log, [1000.0, 50_000.0].into_iter(), 0.0, 1.0);
+        let axis =
+            |scale, fit, values: [f64; 2]| Axis::new(scale, fit, values.into_iter(), 0.0, 1.0);
+        let wide = axis(Scale::Log, Fit::Round, [0.07, 85.0]);
+        assert_eq!(wide.ticks(), [0.01, 0.1, 1.0, 10.0, 100.0]);
+        let sizes = axis(Scale::Log, Fit::Tight, [1000.0, 50_000.0]);
         assert_eq!(
-            log.ticks(),
-            [1000.0, 2000.0, 5000.0, 10_000.0, 20_000.0, 50_000.0, 100_000.0]
+            sizes.ticks(),
+            [1000.0, 2000.0, 5000.0, 10_000.0, 20_000.0, 50_000.0]
         );
-        let narrow = Axis::new(Scale::Log, [120.0, 480.0].into_iter(), 0.0, 1.0);
+        let narrow = axis(Scale::Log, Fit::Round, [120.0, 480.0]);
         assert_eq!(narrow.ticks(), [100.0, 200.0, 500.0, 1000.0]);
-        let linear = Axis::new(Scale::Linear, [0.3, 47.0].into_iter(), 0.0, 1.0);
+        let linear = axis(Scale::Linear, Fit::Round, [0.3, 47.0]);
         assert_eq!(linear.ticks(), [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]);
         assert_eq!(label(50_000.0), "50k");
         assert_eq!(label(0.25), "0.25");
