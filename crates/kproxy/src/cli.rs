@@ -111,6 +111,11 @@ pub struct RunArgs {
     /// Where /metrics (Prometheus text) is served; empty disables it.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249", value_parser = parse_bind_address)]
     pub metrics_bind_address: BindAddress,
+    /// After the first full sync is in force, also remove kube-proxy's rules (its iptables-mode
+    /// chains and its nftables tables `ip kube-proxy` and `ip6 kube-proxy`), for taking over a
+    /// node from kube-proxy.
+    #[arg(long)]
+    pub cleanup_kube_proxy: bool,
     /// Ids of the flags above that the command line gave (filled by [`parse_from`]).
     #[arg(skip)]
     pub given: BTreeSet<String>,
@@ -205,8 +210,9 @@ pub enum DryRunFormat {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub input: InputArgs,
-    /// Also remove kube-proxy's iptables-mode rules (its jumps to `KUBE-SERVICES` and the
-    /// other chains both proxies name alike), for taking over a node from kube-proxy.
+    /// Also remove kube-proxy's rules: its iptables-mode rules (its jumps to `KUBE-SERVICES`
+    /// and the other chains both proxies name alike) and its nftables tables (`ip kube-proxy`,
+    /// `ip6 kube-proxy`), for taking over a node from kube-proxy.
     #[arg(long)]
     pub cleanup_kube_proxy: bool,
 }
@@ -214,7 +220,7 @@ pub struct ApplyArgs {
 /// Flags of `kproxy cleanup`.
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
-    /// Also remove kube-proxy's iptables-mode rules (see `apply --cleanup-kube-proxy`).
+    /// Also remove kube-proxy's rules, iptables and nftables (see `apply --cleanup-kube-proxy`).
     #[arg(long)]
     pub cleanup_kube_proxy: bool,
 }

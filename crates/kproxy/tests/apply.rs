@@ -311,3 +311,57 @@ fn apply_deletes_udp_flows_to_endpoints_that_no_longer_serve() {
         "the flow to the dead endpoint must be gone:\n{listed}"
     );
 }
+
+/// Taking over a node from kube-proxy's nftables mode: its tables stay unless
+/// `--cleanup-kube-proxy` is given, to `apply` or to `cleanup`; other tables always stay.
+#[test]
+fn cleanup_kube_proxy_deletes_kube_proxys_nftables_tables_and_nothing_else() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let node = NetNs::new("apply-kp");
+    let kube_proxy = "table ip kube-proxy {\n chain services {\n  type nat hook prerouting priority dstnat; policy accept;\n }\n}\n\
+                      table ip6 kube-proxy {\n chain services {\n  type nat hook prerouting priority dstnat; policy accept;\n }\n}\n\
+                      table inet other {\n chain c {\n }\n}\n";
+    let tables = |ns: &NetNs| {
+        let out = expect_success(&ns.run("nft", &["list", "tables"]), "nft list tables");
+        let mut tables: Vec<String> = out.lines().map(str::to_string).collect();
+        tables.sort();
+        tables
+    };
+    node.load(kube_proxy).expect("kube-proxy's tables load");
+    let case = support::testdata().join("golden/clusterip-basic");
+    expect_success(&apply(&node, &case), "apply");
+    assert_eq!(
+        tables(&node),
+        [
+            "table inet other",
+            "table ip kproxy",
+            "table ip kube-proxy",
+            "table ip6 kube-proxy"
+        ],
+        "without the flag kube-proxy's tables stay"
+    );
+
+    let input = case.join("input.yaml");
+    let mut args = vec!["apply", "-f", input.to_str().expect("UTF-8 path")];
+    let flags = support::flags(&case);
+    args.extend(flags.iter().map(String::as_str));
+    args.push("--cleanup-kube-proxy");
+    expect_success(
+        &node.run(env!("CARGO_BIN_EXE_kproxy"), &args),
+        "apply --cleanup-kube-proxy",
+    );
+    assert_eq!(tables(&node), ["table inet other", "table ip kproxy"]);
+
+    node.load(kube_proxy)
+        .expect("kube-proxy's tables load again");
+    expect_success(
+        &node.run(
+            env!("CARGO_BIN_EXE_kproxy"),
+            &["cleanup", "--cleanup-kube-proxy"],
+        ),
+        "cleanup --cleanup-kube-proxy",
+    );
+    assert_eq!(tables(&node), ["table inet other"]);
+}

@@ -762,3 +762,51 @@ fn run_rejects_a_bad_config_file() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kproxy run --cleanup-kube-proxy` on a node kube-proxy's nftables mode left: once kproxy's
+/// own rules are in force, kube-proxy's tables go; other tables stay.
+#[test]
+fn run_with_cleanup_kube_proxy_removes_kube_proxys_tables_after_its_first_sync() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let ns = NetNs::new("run-kp");
+    ns.load(
+        "table ip kube-proxy {\n chain services {\n  type nat hook prerouting priority dstnat; policy accept;\n }\n}\n\
+         table inet other {\n chain c {\n }\n}\n",
+    )
+    .expect("kube-proxy's table loads");
+    let api = InNs::serving(
+        &ns,
+        [
+            node("node-a", "192.168.10.11"),
+            service("web", "10.96.100.10", 80),
+            slice("web-1", "web", &["10.244.1.10"]),
+        ],
+    );
+    let url = api.url();
+    let mut daemon = Daemon::start(
+        &ns,
+        &[
+            "--master",
+            &url,
+            "--hostname-override",
+            "node-a",
+            "--min-sync-period",
+            "0",
+            "--healthz-bind-address",
+            "",
+            "--metrics-bind-address",
+            "",
+            "--cleanup-kube-proxy",
+        ],
+    );
+    let tables = daemon.eventually("kube-proxy's table gone, kproxy's there", || {
+        let out = ns.run("nft", &["list", "tables"]);
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        (listed.contains("table ip kproxy") && !listed.contains("kube-proxy")).then_some(listed)
+    });
+    assert!(tables.contains("table inet other"), "{tables}");
+    let status = daemon.stop("-TERM");
+    assert!(status.success(), "{status}");
+}

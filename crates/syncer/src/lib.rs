@@ -31,4 +31,6 @@ mod plan;
 mod sync;
 
 pub use plan::{plan, plan_change, Object, Operation, Plan};
-pub use sync::{cleanup, SyncError, SyncReport, Syncer};
+pub use sync::{
+    cleanup, cleanup_kube_proxy_tables, SyncError, SyncReport, Syncer, KUBE_PROXY_TABLE,
+};

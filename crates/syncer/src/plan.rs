@@ -37,6 +37,9 @@ pub enum Operation {
     AddTable(Family),
     /// Delete the table and everything in it (a family kproxy no longer programs).
     DeleteTable(Family),
+    /// Delete another program's table, whether or not it exists: kube-proxy's, when kproxy
+    /// takes over a node (`--cleanup-kube-proxy`).
+    DeleteOtherTable(Family, String),
     /// Remove every rule of a chain.
     FlushChain(Family, String),
     /// Remove elements (keys only) from a set or map.
@@ -546,6 +549,9 @@ impl fmt::Display for Operation {
         match self {
             Operation::AddTable(family) => out = format!("add table {}", table(family)),
             Operation::DeleteTable(family) => out = format!("delete table {}", table(family)),
+            Operation::DeleteOtherTable(family, name) => {
+                out = format!("delete table {} {name}", nft::family(*family))
+            }
             Operation::FlushChain(family, chain) => {
                 out = format!("flush chain {} {chain}", table(family))
             }

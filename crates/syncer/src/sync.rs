@@ -269,6 +269,24 @@ fn unreferenced_empty_chains(table: &Table) -> impl Iterator<Item = String> + '_
         .map(|c| c.name.clone())
 }
 
+/// The name of kube-proxy's nftables-mode tables (`ip kube-proxy`, `ip6 kube-proxy`).
+pub const KUBE_PROXY_TABLE: &str = "kube-proxy";
+
+/// Deletes kube-proxy's nftables-mode tables in both families, whether or not they exist, in
+/// one transaction: for a node that moves from kube-proxy to kproxy (`--cleanup-kube-proxy`).
+/// kube-proxy's iptables-mode rules are the iptables cleanup's job.
+pub fn cleanup_kube_proxy_tables() -> Result<(), SyncError> {
+    let mut plan = Plan::default();
+    for family in [Family::Ip, Family::Ip6] {
+        plan.operations.push(Operation::DeleteOtherTable(
+            family,
+            KUBE_PROXY_TABLE.to_string(),
+        ));
+    }
+    netlink::apply(&plan, &SetShapes::default())?;
+    Ok(())
+}
+
 /// Deletes kproxy's tables in both families, whether or not they exist, in one transaction.
 pub fn cleanup() -> Result<(), SyncError> {
     let mut plan = Plan::default();

@@ -47,6 +47,9 @@ fn apply_nftables(ruleset: Ruleset, kube_proxy_too: bool) -> anyhow::Result<Stri
         .sync(ruleset)
         .context("programming the kernel (the previous rules are unchanged)")?;
     let elapsed = start.elapsed();
+    if kube_proxy_too {
+        remove_kube_proxy_tables()?;
+    }
     let leftovers = iptables::cleanup(Tools::detect(), kube_proxy_too)
         .context("removing iptables mode's leftovers (the nftables rules are applied)")?;
     let mut summary = format!(
@@ -69,6 +72,7 @@ fn apply_iptables(compiled: &Compiled, kube_proxy_too: bool) -> anyhow::Result<S
         let report =
             iptables::cleanup(tools, true).context("removing kube-proxy's iptables rules")?;
         tracing::info!("{}", describe_iptables_cleanup(&report));
+        remove_kube_proxy_tables()?;
     }
     let start = Instant::now();
     let report = IptablesSyncer::new(tools)
@@ -85,6 +89,13 @@ fn apply_iptables(compiled: &Compiled, kube_proxy_too: bool) -> anyhow::Result<S
         tools.variant,
         elapsed.as_secs_f64() * 1000.0,
     ))
+}
+
+/// Deletes kube-proxy's nftables tables (`ip kube-proxy`, `ip6 kube-proxy`) if there are any.
+pub fn remove_kube_proxy_tables() -> anyhow::Result<()> {
+    kproxy_syncer::cleanup_kube_proxy_tables().context("deleting kube-proxy's nftables tables")?;
+    tracing::info!("deleted kube-proxy's nftables tables (ip and ip6), if there were any");
+    Ok(())
 }
 
 /// One line saying what an iptables cleanup removed.

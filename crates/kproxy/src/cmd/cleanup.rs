@@ -13,5 +13,9 @@ pub fn run(args: &CleanupArgs) -> anyhow::Result<ExitCode> {
     let report = iptables::cleanup(Tools::detect(), args.cleanup_kube_proxy)
         .context("deleting iptables mode's chains")?;
     println!("{}", super::apply::describe_iptables_cleanup(&report));
+    if args.cleanup_kube_proxy {
+        super::apply::remove_kube_proxy_tables()?;
+        println!("deleted kube-proxy's nftables tables (ip and ip6), if there were any");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -80,6 +80,8 @@ impl Batch {
         let (kind, flags) = match message {
             Message::NewTable => (libc::NFT_MSG_NEWTABLE, create),
             Message::DelTable => (libc::NFT_MSG_DELTABLE, 0),
+            Message::NewOtherTable(_) => (libc::NFT_MSG_NEWTABLE, create),
+            Message::DelOtherTable(_) => (libc::NFT_MSG_DELTABLE, 0),
             Message::NewChain(_) => (libc::NFT_MSG_NEWCHAIN, create),
             Message::FlushChain(_) => (libc::NFT_MSG_DELRULE, 0),
             Message::DelChain(_) => (libc::NFT_MSG_DELCHAIN, 0),
@@ -242,6 +244,13 @@ unsafe fn build_payload(nlh: *mut libc::nlmsghdr, message: &Message) {
         Message::NewTable | Message::DelTable => {
             let t = sys::nftnl_table_alloc();
             sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, table.as_ptr());
+            sys::nftnl_table_nlmsg_build_payload(nlh, t);
+            sys::nftnl_table_free(t);
+        }
+        Message::NewOtherTable(name) | Message::DelOtherTable(name) => {
+            let t = sys::nftnl_table_alloc();
+            let name = c_string(name);
+            sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
             sys::nftnl_table_nlmsg_build_payload(nlh, t);
             sys::nftnl_table_free(t);
         }

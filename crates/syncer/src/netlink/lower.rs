@@ -105,6 +105,12 @@ impl Lowering {
                 self.family = *family;
                 self.push(Message::DelTable);
             }
+            Operation::DeleteOtherTable(family, name) => {
+                self.family = *family;
+                // Declaring it first makes the delete valid when the table is absent.
+                self.push(Message::NewOtherTable(name.clone()));
+                self.push(Message::DelOtherTable(name.clone()));
+            }
             Operation::FlushChain(family, chain) => {
                 self.family = *family;
                 self.push(Message::FlushChain(chain.clone()));

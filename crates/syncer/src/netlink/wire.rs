@@ -368,6 +368,10 @@ pub enum Message {
     NewTable,
     /// `NFT_MSG_DELTABLE`.
     DelTable,
+    /// `NFT_MSG_NEWTABLE` for another program's table (kube-proxy's), by name.
+    NewOtherTable(String),
+    /// `NFT_MSG_DELTABLE` for another program's table, by name.
+    DelOtherTable(String),
     /// `NFT_MSG_NEWCHAIN`.
     NewChain(ChainSpec),
     /// `NFT_MSG_DELRULE` without a handle: flush the chain.

@@ -30,6 +30,8 @@ pub enum Backend {
         compiled: Option<Incremental>,
         /// iptables mode's leftovers are still to be removed (after the first full sync).
         leftovers: bool,
+        /// `--cleanup-kube-proxy`: kube-proxy's rules go with the leftovers.
+        kube_proxy: bool,
     },
     /// `--proxy-mode iptables`.
     Iptables {
@@ -37,13 +39,17 @@ pub enum Backend {
         /// The node and every Service port; `None` until a full sync succeeded, and after
         /// any failure.
         state: Option<(NodeInfo, BTreeMap<ServicePortName, ServicePort>)>,
+        /// `--cleanup-kube-proxy`, until the first full sync removed kube-proxy's tables.
+        kube_proxy: bool,
     },
 }
 
 impl Backend {
     /// Adopts what an earlier kproxy left in this mode (its rules stay in force until the
     /// first sync replaces them). Blocking (netlink, iptables binaries).
-    pub fn start(mode: ProxyMode) -> anyhow::Result<Backend> {
+    /// With `kube_proxy` (`--cleanup-kube-proxy`), the first full sync also removes
+    /// kube-proxy's rules.
+    pub fn start(mode: ProxyMode, kube_proxy: bool) -> anyhow::Result<Backend> {
         match mode {
             ProxyMode::Nftables => {
                 let syncer = Syncer::adopt().context("reading kproxy's tables from the kernel")?;
@@ -51,6 +57,7 @@ impl Backend {
                     syncer,
                     compiled: None,
                     leftovers: true,
+                    kube_proxy,
                 })
             }
             ProxyMode::Iptables => {
@@ -59,6 +66,7 @@ impl Backend {
                 Ok(Backend::Iptables {
                     syncer: IptablesSyncer::new(tools),
                     state: None,
+                    kube_proxy,
                 })
             }
         }
@@ -111,6 +119,7 @@ impl Backend {
                 syncer,
                 compiled,
                 leftovers,
+                kube_proxy,
             } => {
                 let incremental = Incremental::from_state(state, options);
                 if !adopted {
@@ -121,13 +130,15 @@ impl Backend {
                 if std::mem::take(leftovers) {
                     // A dozen iptables processes: on a thread of its own, so the sync (and the
                     // health it reports) does not wait for them; they touch no nftables rule.
-                    std::thread::spawn(remove_iptables_leftovers);
+                    let kube_proxy = *kube_proxy;
+                    std::thread::spawn(move || remove_leftovers(kube_proxy));
                 }
                 Ok(Some(report))
             }
             Backend::Iptables {
                 syncer,
                 state: kept,
+                kube_proxy,
             } => {
                 // Every full sync restores every chain and checks the built-in chain jumps.
                 syncer.resync();
@@ -140,6 +151,13 @@ impl Backend {
                     .collect();
                 *kept = Some((state.node, ports));
                 kproxy_syncer::cleanup().context("removing nftables mode's tables")?;
+                // kube-proxy's iptables chains are ours by name, rewritten or deleted by the
+                // full restore; its nftables tables go once.
+                if std::mem::take(kube_proxy) {
+                    kproxy_syncer::cleanup_kube_proxy_tables()
+                        .context("removing kube-proxy's nftables tables")?;
+                    tracing::info!("removed kube-proxy's nftables tables");
+                }
                 Ok(None)
             }
         }
@@ -167,7 +185,7 @@ impl Backend {
                     None => Some(syncer.sync(compiled.ruleset())?),
                 })
             }
-            Backend::Iptables { syncer, state } => {
+            Backend::Iptables { syncer, state, .. } => {
                 let Some((node, ports)) = state.as_mut() else {
                     anyhow::bail!("a partial sync before any full one");
                 };
@@ -195,8 +213,16 @@ impl Backend {
 
 /// After the first full sync in nftables mode: iptables mode's rules go, so a node switched
 /// from that mode keeps no second set of rules. Only after the sync, so switching leaves no gap.
-fn remove_iptables_leftovers() {
-    match iptables::cleanup(Tools::detect(), false) {
+/// Removes iptables mode's leftovers and, with `kube_proxy`, kube-proxy's rules: its iptables
+/// chains and its nftables tables.
+fn remove_leftovers(kube_proxy: bool) {
+    if kube_proxy {
+        match kproxy_syncer::cleanup_kube_proxy_tables() {
+            Ok(()) => tracing::info!("removed kube-proxy's nftables tables"),
+            Err(error) => tracing::warn!("could not remove kube-proxy's nftables tables: {error}"),
+        }
+    }
+    match iptables::cleanup(Tools::detect(), kube_proxy) {
         Ok(report) if report.hooks_deleted + report.chains_deleted > 0 => {
             tracing::info!(
                 jumps = report.hooks_deleted,

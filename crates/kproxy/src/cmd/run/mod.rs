@@ -106,7 +106,8 @@ async fn daemon(args: &RunArgs, options: Options, node_name: String) -> anyhow::
     // Adopt what an earlier kproxy left, as `kproxy apply` does: its rules stay in force and
     // the first sync sends only the difference. The other mode's rules go.
     let mode = args.proxy.proxy_mode;
-    let backend = tokio::task::spawn_blocking(move || backend::Backend::start(mode))
+    let kube_proxy = args.cleanup_kube_proxy;
+    let backend = tokio::task::spawn_blocking(move || backend::Backend::start(mode, kube_proxy))
         .await
         .context("starting the syncer")??;
     let config = client_config(args).await?;
