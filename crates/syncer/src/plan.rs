@@ -104,31 +104,21 @@ pub fn plan(current: Option<&Ruleset>, desired: &Ruleset, stale: &[(Family, Stri
             }
         }
     }
-    let mut stale_chains = Vec::new();
     for old in current_tables {
         match desired.tables.iter().find(|t| t.family == old.family) {
             Some(_) => {}
             None => steps.table_deletes.push(Operation::DeleteTable(old.family)),
         }
     }
-    stale_chains.append(&mut steps.stale_chains);
-    for (family, chain) in stale {
-        let Some(table) = desired.tables.iter().find(|t| t.family == *family) else {
-            // The whole table is gone (or going) with its chains.
-            continue;
-        };
-        let table_existed = current_tables.iter().any(|t| t.family == *family);
-        if table_existed && !table.chains.iter().any(|c| &c.name == chain) {
-            stale_chains.retain(|c| c != &(*family, chain.clone()));
-            steps
-                .chain_deletes
-                .push(Operation::DeleteChain(*family, chain.clone()));
-        }
-    }
-    Plan {
-        operations: steps.into_operations(),
-        stale_chains,
-    }
+    steps.finish(stale, |family, chain| {
+        // A table that is gone (or going) takes its chains with it.
+        let table_existed = current_tables.iter().any(|t| t.family == family);
+        desired
+            .tables
+            .iter()
+            .find(|t| t.family == family)
+            .is_some_and(|table| table_existed && !table.chains.iter().any(|c| c.name == chain))
+    })
 }
 
 /// Computes the operations of a partial sync: `change` holds the touched objects as the kernel
@@ -140,25 +130,14 @@ pub fn plan_change(change: &RulesetChange, stale: &[(Family, String)]) -> Plan {
     for (before, after) in change.before.tables.iter().zip(&change.after.tables) {
         diff_table(&mut steps, before, after);
     }
-    let mut stale_chains = std::mem::take(&mut steps.stale_chains);
-    for (family, chain) in stale {
-        // A stale chain that this change wants again is declared again by the diff.
-        let wanted = change
+    // A stale chain that this change wants again is declared again by the diff.
+    steps.finish(stale, |family, chain| {
+        !change
             .after
             .tables
             .iter()
-            .any(|t| t.family == *family && t.chains.iter().any(|c| &c.name == chain));
-        if !wanted {
-            stale_chains.retain(|c| c != &(*family, chain.clone()));
-            steps
-                .chain_deletes
-                .push(Operation::DeleteChain(*family, chain.clone()));
-        }
-    }
-    Plan {
-        operations: steps.into_operations(),
-        stale_chains,
-    }
+            .any(|t| t.family == family && t.chains.iter().any(|c| c.name == chain))
+    })
 }
 
 /// Operations collected per phase, then concatenated in the order the kernel needs.
@@ -179,6 +158,23 @@ struct Steps {
 }
 
 impl Steps {
+    /// Deletes the chains an earlier plan flushed (`stale`) that `gone` says are not wanted
+    /// any more, and returns the plan with the chains this one flushed, for the next.
+    fn finish(mut self, stale: &[(Family, String)], gone: impl Fn(Family, &str) -> bool) -> Plan {
+        let mut stale_chains = std::mem::take(&mut self.stale_chains);
+        for (family, chain) in stale {
+            if gone(*family, chain) {
+                stale_chains.retain(|c| c != &(*family, chain.clone()));
+                self.chain_deletes
+                    .push(Operation::DeleteChain(*family, chain.clone()));
+            }
+        }
+        Plan {
+            operations: self.into_operations(),
+            stale_chains,
+        }
+    }
+
     fn into_operations(self) -> Vec<Operation> {
         [
             self.tables,

@@ -36,27 +36,33 @@ fn incremental_syncs_converge_to_a_fresh_load() {
             .exec(|| syncer.sync(desired.clone()))
             .unwrap_or_else(|e| panic!("{step}: {e}"));
         assert!(report.operations > 0, "{step}: nothing was sent");
-        let stale: Vec<_> = node.exec(|| {
-            let adopted = Syncer::adopt().expect("reading the kernel back");
-            adopted
-                .plan(&desired)
-                .operations
-                .into_iter()
-                .map(|op| match op {
-                    Operation::DeleteChain(family, chain) => (family, chain),
-                    other => panic!(
-                        "{step}: reading the kernel back differs from what was applied: {other}"
-                    ),
-                })
-                .collect()
-        });
-        let got = normalized_ruleset(&node, &stale);
-        let want = fresh_listing(&fresh, &desired);
-        assert!(
-            got == want,
-            "{step}: the kernel differs from a fresh load\n--- synced\n{got}\n--- fresh\n{want}"
-        );
+        assert_kernel_is(&node, &fresh, &desired, step);
     }
+}
+
+/// The kernel of `node` holds `desired`: read back, it plans nothing but the deletion of
+/// chains flushed last time, and it lists as a fresh `nft -f` of `desired` in `fresh` does.
+fn assert_kernel_is(node: &NetNs, fresh: &NetNs, desired: &Ruleset, step: &str) {
+    let stale: Vec<_> = node.exec(|| {
+        let adopted = Syncer::adopt().expect("reading the kernel back");
+        adopted
+            .plan(desired)
+            .operations
+            .into_iter()
+            .map(|op| match op {
+                Operation::DeleteChain(family, chain) => (family, chain),
+                other => {
+                    panic!("{step}: reading the kernel back differs from the ruleset: {other}")
+                }
+            })
+            .collect()
+    });
+    let got = normalized_ruleset(node, &stale);
+    let want = fresh_listing(fresh, desired);
+    assert!(
+        got == want,
+        "{step}: the kernel differs from a fresh load\n--- synced\n{got}\n--- fresh\n{want}"
+    );
 }
 
 /// The port changes from `old` to `new`: removed names, and every port of `new` (unchanged
@@ -104,25 +110,7 @@ fn partial_syncs_converge_to_a_fresh_load() {
         }
         .unwrap_or_else(|e| panic!("{step}: {e}"));
         assert!(report.operations > 0, "{step}: nothing was sent");
-        let desired = rules(&state);
-        let stale: Vec<_> = node.exec(|| {
-            let adopted = Syncer::adopt().expect("reading the kernel back");
-            adopted
-                .plan(&desired)
-                .operations
-                .into_iter()
-                .map(|op| match op {
-                    Operation::DeleteChain(family, chain) => (family, chain),
-                    other => panic!("{step}: the kernel differs from a full compile: {other}"),
-                })
-                .collect()
-        });
-        let got = normalized_ruleset(&node, &stale);
-        let want = fresh_listing(&fresh, &desired);
-        assert!(
-            got == want,
-            "{step}: the kernel differs from a fresh load\n--- synced\n{got}\n--- fresh\n{want}"
-        );
+        assert_kernel_is(&node, &fresh, &rules(&state), step);
         previous = state;
     }
     // Every step is partial: even without IPv6 Services the ip6 table stays, for the IPv6

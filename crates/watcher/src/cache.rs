@@ -197,16 +197,21 @@ fn translated<K: kube::Resource, T>(object: &K, translation: k8s::Translation<T>
             None
         }
         Err(problems) => {
-            for problem in &problems {
-                tracing::warn!(
-                    object = %problem.object,
-                    field = %problem.field,
-                    "invalid object skipped: {}",
-                    problem.message
-                );
-            }
+            log_problems(&problems, "invalid object skipped");
             None
         }
+    }
+}
+
+/// One warning per invalid field: the object, the field and what is wrong, after `what`.
+pub(crate) fn log_problems(problems: &[kproxy_model::FieldError], what: &str) {
+    for problem in problems {
+        tracing::warn!(
+            object = %problem.object,
+            field = %problem.field,
+            "{what}: {}",
+            problem.message
+        );
     }
 }
 

@@ -32,14 +32,7 @@ impl Snapshot {
         let node = match self.node.as_deref().map(k8s::node) {
             Some(Ok(info)) => info,
             Some(Err(errors)) => {
-                for problem in &errors {
-                    tracing::warn!(
-                        object = %problem.object,
-                        field = %problem.field,
-                        "invalid Node field ignored: {}",
-                        problem.message
-                    );
-                }
+                crate::cache::log_problems(&errors, "invalid Node field ignored");
                 NodeInfo::named(node_name)
             }
             None => NodeInfo::named(node_name),
