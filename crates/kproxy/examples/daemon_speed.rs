@@ -72,6 +72,10 @@ fn main() {
     let synced = wait(&ns, Duration::from_secs(600), |m| count(m) >= 1.0);
     let first_sync = start.elapsed();
     let (rss_kib, cpu) = usage(&daemon);
+    // After its first full sync the daemon removes the other proxy mode's leftovers once, on a
+    // thread of its own (iptables-save and friends, which dump every table of the namespace):
+    // let that finish, so the changes below measure the steady state.
+    wait_for_no_children(&daemon, Duration::from_secs(60));
 
     let mut latencies = Vec::with_capacity(CHANGES);
     let mut syncs = count(&synced);
@@ -196,6 +200,28 @@ fn wait(ns: &NetNs, limit: Duration, done: impl Fn(&str) -> bool) -> String {
         }
         assert!(Instant::now() < deadline, "the daemon did not sync in time");
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until the daemon (`ip netns exec` execs it, so the child is the daemon) has had no
+/// child process for 200 ms.
+fn wait_for_no_children(daemon: &Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let children_of = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        if !children_of(daemon.id()).is_empty() {
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= Duration::from_millis(200) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
