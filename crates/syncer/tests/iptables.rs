@@ -219,3 +219,28 @@ fn cleanup_removes_kproxys_rules_and_keeps_kube_proxys_unless_asked() {
     assert!(left.values().all(BTreeMap::is_empty), "{left:#?}");
     assert_eq!(jumps(&ns), 0);
 }
+
+/// `may_hold_rules` is false in a namespace no iptables backend has used, even with kproxy's
+/// nftables table there, and true once either backend has a table.
+#[test]
+fn may_hold_rules_sees_either_backends_tables_and_nothing_else() {
+    if kproxy_testkit::kernel_tests_skipped() {
+        return;
+    }
+    let ns = NetNs::new("ipt-may");
+    ns.load("table ip kproxy {\n chain c {\n }\n}\n")
+        .expect("a kproxy table loads");
+    assert!(
+        !ns.exec(kproxy_syncer::iptables::may_hold_rules),
+        "a fresh namespace holds no iptables rules"
+    );
+    for tools in variants() {
+        let ns = NetNs::new("ipt-may");
+        let program = tools.program(IpFamily::V4, "");
+        run(&ns, &program, &["-t", "nat", "-N", "KUBE-SERVICES"]);
+        assert!(
+            ns.exec(kproxy_syncer::iptables::may_hold_rules),
+            "{program} made a table"
+        );
+    }
+}

@@ -204,6 +204,29 @@ pub struct CleanupReport {
     pub kept_for_kube_proxy: Vec<String>,
 }
 
+/// Whether this network namespace can hold iptables rules at all: `iptables-nft` keeps them
+/// in nftables tables named `nat`, `filter`, `mangle`, and the legacy backend's tables are
+/// listed in `/proc/net/ip{,6}_tables_names` once anything used them. When neither exists there
+/// is nothing for [`cleanup`] to find, and it can be skipped: its `iptables-save` runs dump
+/// every nftables table of the namespace, kproxy's own 70,000 chains at 50,000 Services too.
+pub fn may_hold_rules() -> bool {
+    use kproxy_compiler::ir::Family;
+    let nft_tables = [Family::Ip, Family::Ip6].into_iter().any(|family| {
+        TABLES.iter().any(|table| {
+            // If the kernel cannot be asked, assume there may be rules.
+            crate::netlink::table_exists(family, table.as_str()).unwrap_or(true)
+        })
+    });
+    // thread-self: the namespace of the calling thread, which may differ from the process's.
+    let legacy_tables = [
+        "/proc/thread-self/net/ip_tables_names",
+        "/proc/thread-self/net/ip6_tables_names",
+    ]
+    .iter()
+    .any(|path| std::fs::read_to_string(path).is_ok_and(|names| !names.trim().is_empty()));
+    nft_tables || legacy_tables
+}
+
 /// Removes iptables mode's rules in both families: kproxy's jumps from built-in chains, then
 /// every `KUBE-SERVICES`/`KUBE-SVC-…`-style chain, unless kube-proxy's own jumps still lead
 /// there. With `kube_proxy_too`, kube-proxy's jumps to those chains are removed as well, so

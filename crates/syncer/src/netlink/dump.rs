@@ -69,6 +69,13 @@ pub fn table(family: Family) -> io::Result<Option<TableDump>> {
     }))
 }
 
+/// Whether `family` has a table called `name` (any program's).
+pub fn table_exists(family: Family, name: &str) -> io::Result<bool> {
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
+    socket.send(&ffi::get_table_request(family, name, 1))?;
+    Ok(receive(&socket, 1)?.is_some())
+}
+
 /// Collects the messages of one dump. `None` when the kernel says the table does not exist.
 fn receive(socket: &mnl::Socket, seq: u32) -> io::Result<Option<Vec<Vec<u8>>>> {
     let mut buffer = vec![0u8; 256 * 1024];

@@ -688,6 +688,48 @@ pub enum DumpKind {
     Elements,
 }
 
+/// A get request for any table `name` of `family`: answers ENOENT when it does not exist.
+pub fn get_table_request(family: Family, name: &str, seq: u32) -> Vec<u8> {
+    let mut buffer = vec![0u32; 1024];
+    let name = c_string(name);
+    let family = u16::from(match family {
+        Family::Ip => libc::NFPROTO_IPV4 as u8,
+        Family::Ip6 => libc::NFPROTO_IPV6 as u8,
+    });
+    // SAFETY: the 4 KiB, 4-byte aligned buffer holds a header and a table name (at most 256
+    // bytes).
+    let len = unsafe {
+        build_get_table(
+            buffer.as_mut_ptr().cast(),
+            family,
+            libc::NLM_F_ACK as u16,
+            seq,
+            &name,
+        )
+    };
+    let mut bytes: Vec<u8> = buffer.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    bytes.truncate(len as usize);
+    bytes
+}
+
+/// Writes an `NFT_MSG_GETTABLE` for `table` at `base`; returns its length.
+///
+/// SAFETY: `base` must point to a 4-byte aligned buffer with room for a header and the name.
+unsafe fn build_get_table(
+    base: *mut libc::c_char,
+    family: u16,
+    flags: u16,
+    seq: u32,
+    table: &CString,
+) -> u32 {
+    let nlh = sys::nftnl_nlmsg_build_hdr(base, libc::NFT_MSG_GETTABLE as u16, family, flags, seq);
+    let t = sys::nftnl_table_alloc();
+    sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, table.as_ptr());
+    sys::nftnl_table_nlmsg_build_payload(nlh, t);
+    sys::nftnl_table_free(t);
+    (*nlh).nlmsg_len
+}
+
 /// A dump request for kproxy's table of `family` (and one set, for elements).
 pub fn dump_request(kind: DumpKind, family: Family, seq: u32, set: Option<&str>) -> Vec<u8> {
     let mut buffer = vec![0u32; 1024];
@@ -705,20 +747,7 @@ pub fn dump_request(kind: DumpKind, family: Family, seq: u32, set: Option<&str>)
     unsafe {
         let base = buffer.as_mut_ptr().cast::<libc::c_char>();
         let len = match kind {
-            DumpKind::Table => {
-                let nlh = sys::nftnl_nlmsg_build_hdr(
-                    base,
-                    libc::NFT_MSG_GETTABLE as u16,
-                    family,
-                    flags,
-                    seq,
-                );
-                let t = sys::nftnl_table_alloc();
-                sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, table.as_ptr());
-                sys::nftnl_table_nlmsg_build_payload(nlh, t);
-                sys::nftnl_table_free(t);
-                (*nlh).nlmsg_len
-            }
+            DumpKind::Table => build_get_table(base, family, flags, seq, &table),
             DumpKind::Chains => {
                 let nlh = sys::nftnl_nlmsg_build_hdr(
                     base,

@@ -219,6 +219,12 @@ pub struct ReadBack {
 
 pub use raise::Undecodable;
 
+/// Whether the calling thread's network namespace has the nftables table `name` in `family`
+/// (any program's: `iptables-nft` keeps its rules in tables called `filter`, `nat`, ...).
+pub fn table_exists(family: kproxy_compiler::ir::Family, name: &str) -> io::Result<bool> {
+    dump::table_exists(family, name)
+}
+
 /// Reads kproxy's tables (both families) back into the IR.
 pub fn read_tables() -> io::Result<ReadBack> {
     use kproxy_compiler::ir::Family;

@@ -222,6 +222,10 @@ fn remove_leftovers(kube_proxy: bool) {
             Err(error) => tracing::warn!("could not remove kube-proxy's nftables tables: {error}"),
         }
     }
+    if !iptables::may_hold_rules() {
+        tracing::debug!("no iptables tables in this namespace: no leftovers to remove");
+        return;
+    }
     match iptables::cleanup(Tools::detect(), kube_proxy) {
         Ok(report) if report.hooks_deleted + report.chains_deleted > 0 => {
             tracing::info!(
