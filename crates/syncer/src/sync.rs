@@ -276,25 +276,24 @@ pub const KUBE_PROXY_TABLE: &str = "kube-proxy";
 /// one transaction: for a node that moves from kube-proxy to kproxy (`--cleanup-kube-proxy`).
 /// kube-proxy's iptables-mode rules are the iptables cleanup's job.
 pub fn cleanup_kube_proxy_tables() -> Result<(), SyncError> {
-    let mut plan = Plan::default();
-    for family in [Family::Ip, Family::Ip6] {
-        plan.operations.push(Operation::DeleteOtherTable(
-            family,
-            KUBE_PROXY_TABLE.to_string(),
-        ));
-    }
-    netlink::apply(&plan, &SetShapes::default())?;
-    Ok(())
+    in_both_families(|family| vec![Operation::DeleteOtherTable(family, KUBE_PROXY_TABLE.into())])
 }
 
 /// Deletes kproxy's tables in both families, whether or not they exist, in one transaction.
 pub fn cleanup() -> Result<(), SyncError> {
-    let mut plan = Plan::default();
-    for family in [Family::Ip, Family::Ip6] {
-        // Adding first makes the delete valid when the table is absent.
-        plan.operations.push(Operation::AddTable(family));
-        plan.operations.push(Operation::DeleteTable(family));
-    }
+    // Adding first makes the delete valid when the table is absent.
+    in_both_families(|family| vec![Operation::AddTable(family), Operation::DeleteTable(family)])
+}
+
+/// Sends `operations` of both families as one transaction.
+fn in_both_families(operations: impl Fn(Family) -> Vec<Operation>) -> Result<(), SyncError> {
+    let plan = Plan {
+        operations: [Family::Ip, Family::Ip6]
+            .into_iter()
+            .flat_map(operations)
+            .collect(),
+        stale_chains: Vec::new(),
+    };
     netlink::apply(&plan, &SetShapes::default())?;
     Ok(())
 }

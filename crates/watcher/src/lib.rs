@@ -194,11 +194,10 @@ impl WatcherHandle {
     /// The current objects. Specs are shared, not copied, but the lists cost time in the
     /// number of objects: a partial sync takes [`service_snapshot`](Self::service_snapshot)s.
     pub fn snapshot(&self) -> Snapshot {
+        // Ignored and invalid objects (no spec) are dropped by the filter_maps below.
         let mut services: Vec<Arc<CachedService>> = self.services.all();
-        services.retain(|s| s.spec.is_some());
         services.sort_by(|a, b| a.key().cmp(b.key()));
         let mut slices: Vec<Arc<CachedSlice>> = self.slices.all();
-        slices.retain(|s| s.slice.is_some());
         slices.sort_by(|a, b| a.key().cmp(b.key()));
         Snapshot {
             services: services.iter().filter_map(|s| s.spec.clone()).collect(),

@@ -35,16 +35,6 @@ pub enum PortChange {
     Remove(ServicePortName),
 }
 
-impl PortChange {
-    /// The port this change is about.
-    pub fn name(&self) -> &ServicePortName {
-        match self {
-            PortChange::Set(port) => &port.name,
-            PortChange::Remove(name) => name,
-        }
-    }
-}
-
 /// What a partial sync changes. For every table that changes, `before` holds the old state of
 /// every object the change touches and `after` the new one: the touched chains, the touched
 /// elements of each set and map, the affinity sets and endpoint-map ranges of the changed
@@ -65,7 +55,9 @@ impl RulesetChange {
     }
 }
 
-/// The compiled ruleset of one node, updatable one Service port at a time.
+/// The compiled ruleset of one node, updatable one Service port at a time. The options and the
+/// node are fixed: a different node (zone, addresses) changes rules of every Service and needs
+/// a new [`Incremental`].
 #[derive(Debug)]
 pub struct Incremental {
     options: Options,
@@ -92,12 +84,6 @@ impl Incremental {
         };
         compiled.apply(state.ports.into_iter().map(PortChange::Set), false);
         compiled
-    }
-
-    /// The node the rules are for. A different node (zone, addresses) needs a new
-    /// [`Incremental`]: it changes rules of every Service.
-    pub fn node(&self) -> &NodeInfo {
-        &self.node
     }
 
     /// The whole ruleset: what [`crate::compile`] returns for the current ports.

@@ -71,10 +71,7 @@ impl Batch {
     /// Appends one message for kproxy's table of `family`; returns its sequence number.
     pub fn push(&mut self, family: Family, message: &Message, ack: bool) -> u32 {
         let seq = self.take_seq();
-        let family = u16::from(match family {
-            Family::Ip => libc::NFPROTO_IPV4 as u8,
-            Family::Ip6 => libc::NFPROTO_IPV6 as u8,
-        });
+        let family = nfproto(family);
         let ack = if ack { libc::NLM_F_ACK as u16 } else { 0 };
         let create = libc::NLM_F_CREATE as u16;
         let (kind, flags) = match message {
@@ -241,18 +238,9 @@ unsafe fn build_payload(nlh: *mut libc::nlmsghdr, message: &Message) {
     let nlh = nlh.cast();
     let table = c_string(TABLE_NAME);
     match message {
-        Message::NewTable | Message::DelTable => {
-            let t = sys::nftnl_table_alloc();
-            sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, table.as_ptr());
-            sys::nftnl_table_nlmsg_build_payload(nlh, t);
-            sys::nftnl_table_free(t);
-        }
+        Message::NewTable | Message::DelTable => build_table(nlh, &table),
         Message::NewOtherTable(name) | Message::DelOtherTable(name) => {
-            let t = sys::nftnl_table_alloc();
-            let name = c_string(name);
-            sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
-            sys::nftnl_table_nlmsg_build_payload(nlh, t);
-            sys::nftnl_table_free(t);
+            build_table(nlh, &c_string(name))
         }
         Message::NewChain(spec) => build_chain(nlh, &table, spec),
         Message::DelChain(name) => {
@@ -692,10 +680,7 @@ pub enum DumpKind {
 pub fn get_table_request(family: Family, name: &str, seq: u32) -> Vec<u8> {
     let mut buffer = vec![0u32; 1024];
     let name = c_string(name);
-    let family = u16::from(match family {
-        Family::Ip => libc::NFPROTO_IPV4 as u8,
-        Family::Ip6 => libc::NFPROTO_IPV6 as u8,
-    });
+    let family = nfproto(family);
     // SAFETY: the 4 KiB, 4-byte aligned buffer holds a header and a table name (at most 256
     // bytes).
     let len = unsafe {
@@ -723,21 +708,33 @@ unsafe fn build_get_table(
     table: &CString,
 ) -> u32 {
     let nlh = sys::nftnl_nlmsg_build_hdr(base, libc::NFT_MSG_GETTABLE as u16, family, flags, seq);
+    build_table(nlh.cast(), table);
+    (*nlh).nlmsg_len
+}
+
+/// Writes a table payload naming `table` after the header `nlh`.
+///
+/// SAFETY: `nlh` must point to a header built in a buffer with room for the name.
+unsafe fn build_table(nlh: *mut libc::nlmsghdr, table: &CString) {
     let t = sys::nftnl_table_alloc();
     sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, table.as_ptr());
     sys::nftnl_table_nlmsg_build_payload(nlh, t);
     sys::nftnl_table_free(t);
-    (*nlh).nlmsg_len
+}
+
+/// The netfilter protocol family number of an nftables family, as message headers carry it.
+fn nfproto(family: Family) -> u16 {
+    u16::from(match family {
+        Family::Ip => libc::NFPROTO_IPV4 as u8,
+        Family::Ip6 => libc::NFPROTO_IPV6 as u8,
+    })
 }
 
 /// A dump request for kproxy's table of `family` (and one set, for elements).
 pub fn dump_request(kind: DumpKind, family: Family, seq: u32, set: Option<&str>) -> Vec<u8> {
     let mut buffer = vec![0u32; 1024];
     let table = c_string(TABLE_NAME);
-    let family = u16::from(match family {
-        Family::Ip => libc::NFPROTO_IPV4 as u8,
-        Family::Ip6 => libc::NFPROTO_IPV6 as u8,
-    });
+    let family = nfproto(family);
     let flags = match kind {
         DumpKind::Table => libc::NLM_F_ACK as u16,
         _ => libc::NLM_F_DUMP as u16,

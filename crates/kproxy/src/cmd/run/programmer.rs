@@ -51,13 +51,15 @@ pub struct Programmer {
     services: HashMap<ServiceKey, Contribution>,
     /// Sums over `services`.
     no_local: (i64, i64),
+    /// The healthCheckNodePort servers the compiled state asks for, by Service: kept apart
+    /// from `services` so a sync hands them over without walking every Service.
+    checks: BTreeMap<ServiceKey, ServiceCheck>,
 }
 
 /// What one Service contributed to the compiled state.
 #[derive(Debug, Default)]
 struct Contribution {
     ports: Vec<ServicePortName>,
-    check: Option<ServiceCheck>,
     /// Ports with a Local policy and no local endpoint: (internal, external).
     no_local: (i64, i64),
     /// The change trigger time ([`kproxy_watcher::Slice::trigger_time`]) of each annotated
@@ -73,6 +75,7 @@ impl Programmer {
             options,
             services: HashMap::new(),
             no_local: (0, 0),
+            checks: BTreeMap::new(),
         }
     }
 
@@ -140,11 +143,7 @@ impl Programmer {
         }
         Ok(Synced {
             follow_up,
-            service_checks: self
-                .services
-                .values()
-                .filter_map(|c| c.check.clone())
-                .collect(),
+            service_checks: self.checks.values().cloned().collect(),
         })
     }
 
@@ -159,10 +158,6 @@ impl Programmer {
             let (internal, external) = metrics::no_local_endpoints([port]);
             contribution.no_local.0 += internal;
             contribution.no_local.1 += external;
-        }
-        for check in checks {
-            let key = ServiceKey::new(check.namespace.clone(), check.name.clone());
-            services.entry(key).or_default().check = Some(check);
         }
         for slice in &snapshot.endpoint_slices {
             if let Some(time) = &slice.trigger_time {
@@ -186,6 +181,13 @@ impl Programmer {
             (sum.0 + c.no_local.0, sum.1 + c.no_local.1)
         });
         self.services = services;
+        self.checks = checks
+            .into_iter()
+            .map(|check| {
+                let key = ServiceKey::new(check.namespace.clone(), check.name.clone());
+                (key, check)
+            })
+            .collect();
         // Partial syncs follow, and the next full one reads the kernel back: the whole-ruleset
         // mirror is dead weight, and so are the sync's freed buffers.
         self.backend.release_mirror();
@@ -210,9 +212,6 @@ impl Programmer {
             let state = snapshot.state(&self.node_name);
             let mut new = Contribution {
                 ports: state.ports.iter().map(|p| p.name.clone()).collect(),
-                check: service_health::wanted(&state, &snapshot, &self.node_name)
-                    .into_iter()
-                    .next(),
                 no_local: metrics::no_local_endpoints(&state.ports),
                 triggers: BTreeMap::new(),
             };
@@ -235,10 +234,17 @@ impl Programmer {
                     .map(PortChange::Remove),
             );
             conntrack.extend(conntrack_targets::targets(&state));
+            match service_health::wanted(&state, &snapshot, &self.node_name)
+                .into_iter()
+                .next()
+            {
+                Some(check) => self.checks.insert(key.clone(), check),
+                None => self.checks.remove(&key),
+            };
             changes.extend(state.ports.into_iter().map(PortChange::Set));
             self.no_local.0 += new.no_local.0 - old.no_local.0;
             self.no_local.1 += new.no_local.1 - old.no_local.1;
-            if !new.ports.is_empty() || new.check.is_some() || !new.triggers.is_empty() {
+            if !new.ports.is_empty() || !new.triggers.is_empty() {
                 self.services.insert(key, new);
             }
         }
