@@ -6,11 +6,16 @@
 //! endpoints are ranges of the chain's window in a shared endpoint map ([`crate::endpoint_maps`]),
 //! so adding or removing an endpoint rewrites map elements and no rule.
 //!
-//! With `sessionAffinity: ClientIP`, each endpoint has a timeout set of client addresses. A
-//! client found in an endpoint's set goes back to it (refreshing the timeout); a new client
-//! picks an endpoint with the same uniform probability (rule i of N matches with 1/(N−i)) and
-//! is recorded in its set. Because the sets belong to endpoints, a removed endpoint takes its
-//! clients' affinity with it and nobody is sent to a dead pod.
+//! With `sessionAffinity: ClientIP`, the chain has one rule per endpoint that sends a client
+//! back to the endpoint it picked before (refreshing the timeout), then one per endpoint that
+//! picks with the same uniform probability as kube-proxy (rule i of N matches with 1/(N−i)) and
+//! records the pick. Every pick of the table lives in one dynamic set, [`affinity_set`], keyed
+//! `client . endpoint key` ([`naming::affinity_key`]: 64 bits for the Service port and the
+//! endpoint), each element with its Service's timeout. kube-proxy keeps one set per endpoint
+//! instead; thousands of sets make every rule that names one slower to load, because the kernel
+//! finds a set by walking the table's sets by name (at 10,000 Services that walk was a third
+//! of a cold apply). A removed endpoint loses its rules, so no client is sent back to a dead
+//! pod; its elements stay until they expire and match nothing.
 
 use std::net::SocketAddr;
 
@@ -18,7 +23,8 @@ use kproxy_model::{Endpoint, SessionAffinity};
 
 use crate::endpoint_maps::{self, Placement};
 use crate::ir::{
-    Action, Chain, Dnat, EndpointRange, Expr, Match, RejectWith, Rule, Set, Statement, Value,
+    Action, Chain, DataType, Dnat, EndpointRange, Expr, Match, RejectWith, Rule, Set, Statement,
+    Value,
 };
 use crate::naming;
 use crate::table::{PortContext, SetName, TableBuilder};
@@ -44,18 +50,28 @@ pub(crate) fn compile(table: &mut TableBuilder<'_>, ctx: &PortContext<'_>) {
             );
         }
     }
-    if let SessionAffinity::ClientIp { timeout_seconds } = ctx.port.affinity {
-        let addr = table.addr_type();
-        for endpoint in used {
-            table.add_set(Set {
-                name: naming::affinity_set(&ctx.id, socket(endpoint)),
-                key: vec![addr],
-                interval: false,
-                timeout: Some(timeout_seconds),
-                comment: Some(ctx.comment.clone()),
-                elements: Vec::new(),
-            });
-        }
+}
+
+/// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds`; every update names its
+/// Service's own timeout, so this only fills the declaration.
+const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+
+/// Most client-endpoint pairs the affinity set holds. nft's default for a dynamic set is
+/// 65,535, which kube-proxy gets per endpoint; one set for the whole table needs more. Memory
+/// is spent per live element only; when the set is full, a new client's pick is not recorded
+/// and the pick goes on to the next rule.
+pub(crate) const AFFINITY_SET_SIZE: u32 = 1 << 20;
+
+/// The table's set of session-affinity picks: `client . key high . key low`.
+pub(crate) fn affinity_set(addr: DataType) -> Set {
+    Set {
+        name: naming::AFFINITY_SET.to_string(),
+        key: vec![addr, DataType::Integer, DataType::Integer],
+        interval: false,
+        timeout: Some(DEFAULT_AFFINITY_TIMEOUT),
+        size: Some(AFFINITY_SET_SIZE),
+        comment: Some("ClientIP session affinity: client . Service port and endpoint".to_string()),
+        elements: Vec::new(),
     }
 }
 
@@ -79,8 +95,8 @@ fn endpoint_chain(
             protocol,
             targets,
         }),
-        SessionAffinity::ClientIp { .. } => table.add_chain(Chain {
-            rules: affinity_rules(&targets, protocol, &ctx.id),
+        SessionAffinity::ClientIp { timeout_seconds } => table.add_chain(Chain {
+            rules: affinity_rules(&targets, protocol, &ctx.id, timeout_seconds),
             name,
             hook: None,
             comment: Some(ctx.comment.clone()),
@@ -123,22 +139,23 @@ impl EndpointChain {
     }
 }
 
-fn affinity_rules(targets: &[SocketAddr], protocol: Match, id: &str) -> Vec<Rule> {
+fn affinity_rules(targets: &[SocketAddr], protocol: Match, id: &str, timeout: u32) -> Vec<Rule> {
+    let key = |target: SocketAddr| {
+        let [high, low] = naming::affinity_key(id, target);
+        vec![Expr::SourceAddr, Expr::Constant(high), Expr::Constant(low)]
+    };
     let to = |target: SocketAddr| {
-        let set = naming::affinity_set(id, target);
         Rule::action(Action::Dnat(Dnat::To(target)))
             .with(Statement::UpdateSet {
-                set,
-                key: Expr::SourceAddr,
+                set: naming::AFFINITY_SET.to_string(),
+                key: key(target),
+                timeout: Some(timeout),
             })
             .when([protocol.clone()])
     };
-    let sticky = targets.iter().map(|&target| {
-        to(target).when([Match::in_set(
-            [Expr::SourceAddr],
-            &naming::affinity_set(id, target),
-        )])
-    });
+    let sticky = targets
+        .iter()
+        .map(|&target| to(target).when([Match::in_set(key(target), naming::AFFINITY_SET)]));
     let count = targets.len();
     let pick = targets.iter().enumerate().map(|(i, &target)| {
         let remaining = u32::try_from(count - i).unwrap_or(u32::MAX);

@@ -73,8 +73,11 @@ pub struct Set {
     pub key: Vec<DataType>,
     /// Elements may be prefixes (the last key field, for concatenations).
     pub interval: bool,
-    /// Elements are added by the dataplane (`update @set`) and expire after this many seconds.
+    /// Elements are added by the dataplane (`update @set`) and expire after this many seconds,
+    /// unless the update names its own timeout.
     pub timeout: Option<u32>,
+    /// Most elements the set holds (`size`); `None` leaves nft's default.
+    pub size: Option<u32>,
     /// Why the set exists, as shown by `nft list`.
     pub comment: Option<String>,
     /// Elements, sorted.
@@ -263,6 +266,10 @@ pub enum Expr {
         /// Exclusive upper bound.
         modulus: u32,
     },
+    /// A 32-bit constant as a field of a concatenated key. nft accepts no literal there, so it
+    /// is written (and lowered) as `numgen random mod 1 offset N`: a random number below one,
+    /// plus N, which is N for every packet.
+    Constant(u32),
 }
 
 /// A constant.
@@ -348,12 +355,14 @@ pub enum Statement {
     MarkOr(u32),
     /// `meta mark set meta mark ^ bits`.
     MarkXor(u32),
-    /// `update @set { key }`: add the key, or refresh its timeout.
+    /// `update @set { key timeout T }`: add the key, or refresh its timeout.
     UpdateSet {
         /// A named set with a timeout.
         set: String,
-        /// The key added.
-        key: Expr,
+        /// The key added (a concatenation when more than one field).
+        key: Vec<Expr>,
+        /// Seconds until the element expires; `None` for the set's default.
+        timeout: Option<u32>,
     },
 }
 

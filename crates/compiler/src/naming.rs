@@ -8,7 +8,7 @@
 //! input can produce an unloadable ruleset.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use kproxy_model::ServicePortName;
 
@@ -16,8 +16,9 @@ use kproxy_model::ServicePortName;
 pub const MAX_NAME_LEN: usize = 255;
 /// Longest comment nft accepts.
 pub const MAX_COMMENT_LEN: usize = 128;
-/// Longest Service-port id. Leaves room for the longest prefix (`external-`, `affinity-`) and an
-/// endpoint suffix (`__` + IPv6 address + `/` + port).
+/// Longest Service-port id. Leaves room for a prefix and an endpoint suffix (`__`, an IPv6
+/// address, `/` and a port), as per-endpoint affinity sets once needed; kept so that names stay
+/// stable across versions (a restarted kproxy adopts its predecessor's chains by name).
 const MAX_ID_LEN: usize = MAX_NAME_LEN - "affinity-".len() - "__".len() - 46;
 
 /// The per-Service-port part of every name: `namespace/service/protocol/port`, where port is the
@@ -48,14 +49,22 @@ pub fn external_chain(id: &str) -> String {
     format!("external-{id}")
 }
 
-/// The set of client addresses with affinity to one endpoint of a Service port.
-pub fn affinity_set(id: &str, endpoint: SocketAddr) -> String {
-    let addr = match endpoint.ip() {
-        IpAddr::V4(v4) => v4.to_string(),
-        // ':' is not allowed in nft identifiers.
-        IpAddr::V6(v6) => v6.to_string().replace(':', "."),
-    };
-    format!("affinity-{id}__{addr}/{}", endpoint.port())
+/// The name of the one set holding every client's session affinity, in each table.
+pub const AFFINITY_SET: &str = "affinity";
+
+/// The 64 bits that stand for one endpoint of one Service port in the affinity set's keys
+/// (`client . high . low`): the first eight bytes of `sha256("<port id>__<endpoint>")`.
+///
+/// A key must tell apart every (Service port, endpoint) pair of the table, and stay the same
+/// across syncs and restarts, or clients would lose their affinity. Two pairs sharing 64 bits
+/// (about one chance in 10^8 at a million endpoints) would only send a client back to an
+/// endpoint of the right Service port that it had not picked.
+pub fn affinity_key(id: &str, endpoint: SocketAddr) -> [u32; 2] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{id}__{endpoint}").as_bytes());
+    let word =
+        |i: usize| u32::from_be_bytes([digest[i], digest[i + 1], digest[i + 2], digest[i + 3]]);
+    [word(0), word(4)]
 }
 
 /// One shard of the endpoint maps (see [`crate::endpoint_maps`]): `endpoints-` and three hex
@@ -147,15 +156,7 @@ mod tests {
         let n = name(&ns, &svc, "abcdefghijklmno");
         let id = port_id(&n, 65535);
         assert!(!id.contains('-'), "valid names are used unchanged: {id}");
-        let ep: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
-            .parse()
-            .unwrap();
-        for name in [
-            service_chain(&id),
-            local_chain(&id),
-            external_chain(&id),
-            affinity_set(&id, ep),
-        ] {
+        for name in [service_chain(&id), local_chain(&id), external_chain(&id)] {
             assert!(name.len() <= MAX_NAME_LEN, "{} bytes: {name}", name.len());
         }
         let comment = port_comment(&n);
@@ -177,11 +178,18 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_endpoints_make_valid_identifiers() {
+    fn affinity_keys_tell_ports_and_endpoints_apart() {
         let ep: SocketAddr = "[fd00::1]:80".parse().unwrap();
+        let other: SocketAddr = "[fd00::2]:80".parse().unwrap();
+        let key = affinity_key("ns/s/tcp/p", ep);
+        assert_eq!(key, affinity_key("ns/s/tcp/p", ep), "stable");
+        assert_ne!(key, affinity_key("ns/s/tcp/q", ep), "another port");
+        assert_ne!(key, affinity_key("ns/s/tcp/p", other), "another endpoint");
+        // Pinned (sha256 of "ns/s/tcp/p__10.0.0.1:80" by Python's hashlib): a changed key
+        // would cost every client its affinity on upgrade.
         assert_eq!(
-            affinity_set("ns/s/tcp/p", ep),
-            "affinity-ns/s/tcp/p__fd00..1/80"
+            affinity_key("ns/s/tcp/p", "10.0.0.1:80".parse().unwrap()),
+            [0xf8b4_da10, 0x9ac8_d0d5]
         );
     }
 

@@ -71,15 +71,14 @@ impl MapName {
     }
 }
 
-/// What one Service port contributes to one family's table: set and map elements, affinity
-/// sets and its own chains. A table is the base chains plus the fragments of every port, so
+/// What one Service port contributes to one family's table: set and map elements and its own
+/// chains. A table is the base chains plus the fragments of every port, so
 /// a changed port can be recompiled alone ([`crate::incremental`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Fragment {
     pub elements: Vec<(SetName, Vec<Value>)>,
     /// In the order the modules add them: the first of two claims on a key wins.
     pub verdicts: Vec<(MapName, Vec<Value>, Verdict)>,
-    pub affinity_sets: Vec<Set>,
     pub chains: Vec<ChainSlot>,
 }
 
@@ -141,10 +140,6 @@ impl<'a> TableBuilder<'a> {
         self.fragment.chains.push(ChainSlot::Endpoints(chain));
     }
 
-    pub fn add_set(&mut self, set: Set) {
-        self.fragment.affinity_sets.push(set);
-    }
-
     /// Compiles one Service port; `None` when it has no address of this family.
     pub fn port(&mut self, port: &ServicePort) -> Option<Fragment> {
         let family = port.family(self.ip_family)?;
@@ -168,11 +163,9 @@ impl<'a> TableBuilder<'a> {
         let Assembly {
             elements,
             verdicts,
-            mut affinity_sets,
             slots,
         } = fragments;
-        let mut sets = self.global_sets(elements);
-        sets.append(&mut affinity_sets);
+        let sets = self.global_sets(elements);
         let maps = self.global_maps(verdicts);
         let mut chains = hooks::chains(self);
         let (mut endpoint_chains, endpoint_maps) = endpoint_chains(slots);
@@ -201,6 +194,7 @@ impl<'a> TableBuilder<'a> {
                 key,
                 interval,
                 timeout: None,
+                size: None,
                 comment: Some(comment.to_string()),
                 elements,
             }
@@ -256,6 +250,7 @@ impl<'a> TableBuilder<'a> {
             false,
             "local endpoints: masquerade a pod reaching itself",
         ));
+        sets.push(crate::endpoints::affinity_set(addr));
         sets
     }
 
@@ -314,7 +309,6 @@ pub(crate) struct Assembly {
     // ordered trees of heap-allocated keys while compiling.
     elements: BTreeMap<SetName, Vec<Vec<Value>>>,
     verdicts: BTreeMap<MapName, Vec<(Vec<Value>, Verdict)>>,
-    affinity_sets: Vec<Set>,
     slots: Vec<ChainSlot>,
 }
 
@@ -327,7 +321,6 @@ impl Assembly {
         for (map, key, verdict) in fragment.verdicts {
             self.verdicts.entry(map).or_default().push((key, verdict));
         }
-        self.affinity_sets.extend(fragment.affinity_sets);
         self.slots.extend(fragment.chains);
     }
 }

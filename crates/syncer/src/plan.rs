@@ -259,6 +259,7 @@ impl Container for Set {
         self.key == other.key
             && self.interval == other.interval
             && self.timeout == other.timeout
+            && self.size == other.size
             && self.comment == other.comment
     }
 
@@ -592,7 +593,7 @@ impl fmt::Display for Operation {
             Operation::Add(family, object) => {
                 out = format!("table {} {{\n", table(family));
                 match object {
-                    Object::Set(set) => nft::set(&mut out, set)?,
+                    Object::Set(set) => nft::set(&mut out, *family, set)?,
                     Object::Map(map) => nft::map(&mut out, map)?,
                     Object::EndpointMap(map) => nft::endpoint_map(&mut out, *family, map)?,
                     Object::Chain(chain) => nft::chain(&mut out, *family, chain)?,

@@ -271,7 +271,7 @@ fn adopting_a_table_keeps_session_affinity_state() {
             "ip",
             "kproxy",
             &affinity_set,
-            "{ 10.9.9.9 }",
+            "{ 10.9.9.9 . 1 . 2 }",
         ],
     );
     assert!(

@@ -473,20 +473,28 @@ impl Tracer<'_> {
                     new: state.mark,
                 });
             }
-            Statement::UpdateSet { set, key } => {
+            Statement::UpdateSet { set, key, timeout } => {
                 let Some(named) = self.table.sets.iter().find(|s| &s.name == set) else {
                     return Err(self.unknown(chain, index, "set", set));
                 };
-                let val = self.eval(state, chain, index, key)?;
-                let timeout = named
-                    .timeout
+                let vals = key
+                    .iter()
+                    .map(|e| self.eval(state, chain, index, e))
+                    .collect::<Result<Vec<Val>, TraceError>>()?;
+                let shown = vals
+                    .iter()
+                    .map(Val::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" . ");
+                let timeout = timeout
+                    .or(named.timeout)
                     .map(|t| format!(" (timeout {t}s)"))
                     .unwrap_or_default();
-                effects.push(format!("adds {val} to @{set}"));
+                effects.push(format!("adds {shown} to @{set}"));
                 state.note(format!(
-                    "{val} added to @{set}{timeout}: later packets looking it up there match"
+                    "{shown} added to @{set}{timeout}: later packets looking it up there match"
                 ));
-                state.added.push((set.clone(), vec![val]));
+                state.added.push((set.clone(), vals));
             }
         }
         Ok(())
@@ -844,9 +852,9 @@ impl Tracer<'_> {
                 ),
             ));
         }
-        if let Some(timeout) = set.timeout {
+        if set.timeout.is_some() {
             let note = format!(
-                "@{name} is a dynamic set (timeout {timeout}s) filled by the dataplane: assumed empty (a new client)"
+                "@{name} is a dynamic set filled by the dataplane: assumed empty (a new client)"
             );
             if !notes.contains(&note) {
                 notes.push(note);
@@ -994,6 +1002,7 @@ impl Tracer<'_> {
                     format!("numgen random mod {modulus} here"),
                 ));
             }
+            Expr::Constant(n) => Val::Int(*n),
         })
     }
 

@@ -345,6 +345,7 @@ fn lookups_in_named_concatenated_interval_and_anonymous_sets() {
             ],
             interval: true,
             timeout: None,
+            size: None,
             comment: None,
             elements: vec![vec![
                 Value::Addr(ip("203.0.113.13")),
@@ -362,6 +363,7 @@ fn lookups_in_named_concatenated_interval_and_anonymous_sets() {
             ],
             interval: false,
             timeout: None,
+            size: None,
             comment: None,
             elements: vec![vec![
                 Value::Addr(ip("203.0.113.13")),
@@ -737,32 +739,37 @@ fn numgen_matches_fork_into_a_cascade() {
 
 #[test]
 fn set_updates_are_noted_and_seen_by_later_lookups() {
+    let key = |n| vec![Expr::SourceAddr, Expr::Constant(n)];
     let mut t = table(vec![prerouting(vec![
         // A dynamic set starts empty: this rule does not apply.
-        Rule::verdict(Verdict::Accept).when([Match::in_set([Expr::SourceAddr], "clients")]),
+        Rule::verdict(Verdict::Accept).when([Match::in_set(key(7), "clients")]),
         Rule {
             matches: Vec::new(),
             statements: vec![Statement::UpdateSet {
                 set: "clients".into(),
-                key: Expr::SourceAddr,
+                key: key(7),
+                timeout: Some(60),
             }],
             action: None,
             comment: None,
         },
-        drop_when(vec![Match::in_set([Expr::SourceAddr], "clients")]),
+        // Another constant is another key: not found.
+        Rule::verdict(Verdict::Accept).when([Match::in_set(key(8), "clients")]),
+        drop_when(vec![Match::in_set(key(7), "clients")]),
     ])]);
     t.sets = vec![Set {
         name: "clients".into(),
-        key: vec![DataType::Ipv4Addr],
+        key: vec![DataType::Ipv4Addr, DataType::Integer],
         interval: false,
         timeout: Some(600),
+        size: None,
         comment: None,
         elements: Vec::new(),
     }];
     let rules = ruleset(t);
     let traced = run(&rules, &packet("10.244.1.5", "10.96.0.10:80"));
     let outcome = only(&traced);
-    assert_eq!(dropped_by(outcome), Some(("pre", 2)));
+    assert_eq!(dropped_by(outcome), Some(("pre", 3)));
     assert!(
         outcome.notes.iter().any(|n| n.contains("assumed empty")),
         "{:?}",
@@ -772,7 +779,7 @@ fn set_updates_are_noted_and_seen_by_later_lookups() {
         outcome
             .notes
             .iter()
-            .any(|n| n.starts_with("10.244.1.5 added to @clients (timeout 600s)")),
+            .any(|n| n.starts_with("10.244.1.5 . 7 added to @clients (timeout 60s)")),
         "{:?}",
         outcome.notes
     );
@@ -1008,6 +1015,7 @@ fn graph_table() -> Ruleset {
         ],
         interval: false,
         timeout: None,
+        size: None,
         comment: None,
         elements: vec![key("10.96.0.2", 5432)],
     });

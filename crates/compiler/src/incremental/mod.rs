@@ -6,7 +6,7 @@
 //! [`Incremental`] keeps every Service port (the model's, a few times smaller than its
 //! compiled chains) and, per family, the state that ports share: reference counts of set
 //! elements, every claim on each map key, and the endpoint-map windows. What a port contributes
-//! (its [`Fragment`]: chains, set and map elements, affinity sets) is compiled again when it is
+//! (its [`Fragment`]: chains, set and map elements) is compiled again when it is
 //! needed — about 12 µs. [`Incremental::update`] compiles the changed ports' old and new
 //! fragments and returns a [`RulesetChange`]: the old and new state of exactly the objects they
 //! touch, which the syncer diffs into kernel operations.
@@ -22,7 +22,7 @@ use kproxy_model::{IpFamily, NodeInfo, ProxyState, ServicePort, ServicePortName}
 
 use crate::endpoint_maps::{self, Placement};
 use crate::endpoints::EndpointChain;
-use crate::ir::{Chain, EndpointRange, Ruleset, Set, Table, Value, Verdict, TABLE_NAME};
+use crate::ir::{Chain, EndpointRange, Ruleset, Table, Value, Verdict, TABLE_NAME};
 use crate::table::{self, Assembly, ChainSlot, Fragment, TableBuilder};
 use crate::{MapName, Options, SetName};
 
@@ -37,8 +37,7 @@ pub enum PortChange {
 
 /// What a partial sync changes. For every table that changes, `before` holds the old state of
 /// every object the change touches and `after` the new one: the touched chains, the touched
-/// elements of each set and map, the affinity sets and endpoint-map ranges of the changed
-/// ports. Untouched chains and elements are left out of both, so diffing `before` against
+/// elements of each set and map, the endpoint-map ranges of the changed ports. Untouched chains and elements are left out of both, so diffing `before` against
 /// `after` yields exactly the operations that turn the whole old ruleset into the whole new one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RulesetChange {
@@ -216,7 +215,6 @@ struct Side {
     chains: Vec<Chain>,
     elements: BTreeMap<SetName, Vec<Vec<Value>>>,
     verdicts: BTreeMap<MapName, Vec<(Vec<Value>, Verdict)>>,
-    affinity_sets: Vec<Set>,
     ranges: BTreeMap<u32, Vec<EndpointRange>>,
     /// Shards whose map exists on this side.
     maps: BTreeSet<u32>,
@@ -346,14 +344,11 @@ impl FamilyState {
         }
     }
 
-    /// Records a fragment's chains (endpoint chains in their current windows) and affinity
-    /// sets.
+    /// Records a fragment's chains (endpoint chains in their current windows).
     fn capture_fragment(&self, side: &mut Side, fragment: Option<&Fragment>) {
         let Some(fragment) = fragment else {
             return;
         };
-        side.affinity_sets
-            .extend(fragment.affinity_sets.iter().cloned());
         for slot in &fragment.chains {
             match slot {
                 ChainSlot::Ready(chain) => side.chains.push(chain.clone()),
@@ -497,18 +492,16 @@ fn render(side: &mut Side, chain: &EndpointChain, offset: Option<u32>) {
 }
 
 /// A partial table holding one side of a change: the global sets and maps with only the
-/// touched elements, the touched endpoint maps, affinity sets and chains.
+/// touched elements, the touched endpoint maps and chains.
 fn side_table(builder: &TableBuilder<'_>, side: Side) -> Table {
     let Side {
         chains,
         elements,
         verdicts,
-        mut affinity_sets,
         mut ranges,
         maps,
     } = side;
-    let mut sets = builder.global_sets(elements);
-    sets.append(&mut affinity_sets);
+    let sets = builder.global_sets(elements);
     let endpoint_maps = maps
         .into_iter()
         .map(|shard| table::endpoint_map(shard, ranges.remove(&shard).unwrap_or_default()))

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use kproxy_model::{Endpoint, ProxyState, ServicePort, SessionAffinity};
 
 use super::*;
-use crate::ir::{EndpointMap, Map};
+use crate::ir::{EndpointMap, Map, Set};
 use crate::{compile, naming};
 
 fn options() -> Options {

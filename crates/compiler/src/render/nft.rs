@@ -32,7 +32,7 @@ fn table(out: &mut String, table: &Table) -> fmt::Result {
     };
     for s in &table.sets {
         gap(out)?;
-        set(out, s)?;
+        set(out, table.family, s)?;
     }
     for m in &table.maps {
         gap(out)?;
@@ -59,11 +59,19 @@ pub fn family(family: Family) -> &'static str {
 }
 
 /// A set block (`set NAME { … }`), indented for use inside a table block.
-pub fn set(out: &mut String, set: &Set) -> fmt::Result {
+pub fn set(out: &mut String, fam: Family, set: &Set) -> fmt::Result {
     writeln!(out, "\tset {} {{", set.name)?;
-    out.push_str("\t\ttype ");
-    key_type(out, &set.key);
+    if set.key.contains(&DataType::Integer) {
+        out.push_str("\t\ttypeof ");
+        key_typeof(out, fam, &set.key);
+    } else {
+        out.push_str("\t\ttype ");
+        key_type(out, &set.key);
+    }
     out.push('\n');
+    if let Some(size) = set.size {
+        writeln!(out, "\t\tsize {size}")?;
+    }
     match (set.interval, set.timeout) {
         (true, _) => out.push_str("\t\tflags interval\n"),
         (false, Some(timeout)) => {
@@ -159,6 +167,26 @@ fn key_type(out: &mut String, types: &[DataType]) {
             DataType::InetService => "inet_service",
             DataType::Integer => "integer",
         });
+    }
+}
+
+/// A key declared by expressions, for keys with an integer field (nft accepts no `type
+/// integer`): each field by an expression of its type. Only the types matter to the kernel;
+/// nft keeps the expressions to print the declaration back.
+fn key_typeof(out: &mut String, fam: Family, types: &[DataType]) {
+    for (i, t) in types.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" . ");
+        }
+        match t {
+            DataType::Ipv4Addr | DataType::Ipv6Addr => {
+                out.push_str(family(fam));
+                out.push_str(" saddr");
+            }
+            DataType::InetProto => out.push_str("meta l4proto"),
+            DataType::InetService => out.push_str("th dport"),
+            DataType::Integer => out.push_str("numgen random mod 1"),
+        }
     }
 }
 
@@ -272,6 +300,7 @@ fn expr(out: &mut String, fam: Family, expr: &Expr) -> fmt::Result {
             Ok(())
         }
         Expr::Numgen { modulus } => write!(out, "numgen random mod {modulus}"),
+        Expr::Constant(n) => write!(out, "numgen random mod 1 offset {n}"),
     }
 }
 
@@ -376,9 +405,12 @@ fn statement(out: &mut String, fam: Family, s: &Statement) -> fmt::Result {
     match s {
         Statement::MarkOr(bits) => write!(out, "meta mark set meta mark | 0x{bits:08x}"),
         Statement::MarkXor(bits) => write!(out, "meta mark set meta mark ^ 0x{bits:08x}"),
-        Statement::UpdateSet { set, key } => {
+        Statement::UpdateSet { set, key, timeout } => {
             write!(out, "update @{set} {{ ")?;
-            expr(out, fam, key)?;
+            exprs(out, fam, key)?;
+            if let Some(seconds) = timeout {
+                write!(out, " timeout {seconds}s")?;
+            }
             out.push_str(" }");
             Ok(())
         }

@@ -573,7 +573,11 @@ unsafe fn new_expression(expression: &Expression) -> *mut sys::nftnl_expr {
             }
             x
         }
-        Expression::DynsetUpdate { sreg, set } => {
+        Expression::DynsetUpdate {
+            sreg,
+            set,
+            timeout_ms,
+        } => {
             let x = e("dynset");
             let name = c_string(set);
             u32_attr(x, sys::NFTNL_EXPR_DYNSET_SREG_KEY, sreg.0);
@@ -582,6 +586,9 @@ unsafe fn new_expression(expression: &Expression) -> *mut sys::nftnl_expr {
                 sys::NFTNL_EXPR_DYNSET_OP,
                 libc::NFT_DYNSET_OP_UPDATE as u32,
             );
+            if let Some(timeout) = timeout_ms {
+                sys::nftnl_expr_set_u64(x, sys::NFTNL_EXPR_DYNSET_TIMEOUT as u16, *timeout);
+            }
             sys::nftnl_expr_set_str(x, sys::NFTNL_EXPR_DYNSET_SET_NAME as u16, name.as_ptr());
             x
         }
@@ -880,6 +887,8 @@ pub fn parse_set(message: &[u8]) -> Option<SetDump> {
                     .then(|| sys::nftnl_set_get_u32(s, attr(sys::NFTNL_SET_DATA_TYPE))),
                 timeout_ms: sys::nftnl_set_is_set(s, attr(sys::NFTNL_SET_TIMEOUT))
                     .then(|| sys::nftnl_set_get_u64(s, attr(sys::NFTNL_SET_TIMEOUT))),
+                size: sys::nftnl_set_is_set(s, attr(sys::NFTNL_SET_DESC_SIZE))
+                    .then(|| sys::nftnl_set_get_u32(s, attr(sys::NFTNL_SET_DESC_SIZE))),
                 userdata: bytes(data, len),
             }
         });
@@ -1089,6 +1098,8 @@ unsafe fn read_expression(e: *mut sys::nftnl_expr) -> Option<Expression> {
             Expression::DynsetUpdate {
                 sreg: reg(sys::NFTNL_EXPR_DYNSET_SREG_KEY),
                 set: text(sys::NFTNL_EXPR_DYNSET_SET_NAME),
+                timeout_ms: is(sys::NFTNL_EXPR_DYNSET_TIMEOUT)
+                    .then(|| sys::nftnl_expr_get_u64(e, sys::NFTNL_EXPR_DYNSET_TIMEOUT as u16)),
             }
         }
         "immediate" if u(sys::NFTNL_EXPR_IMM_DREG) == libc::NFT_REG_VERDICT as u32 => {

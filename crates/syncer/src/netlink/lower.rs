@@ -230,12 +230,20 @@ impl Lowering {
         } else {
             Vec::new()
         };
+        let mut spec = key_spec(handle.clone(), &set.key, set.comment.as_deref());
+        if set.key.contains(&DataType::Integer) {
+            // Declared with `typeof`, as nft must: see `typeof_udata`.
+            spec.userdata = typeof_udata::set_key(self.family, &set.key);
+            spec.userdata
+                .extend(comment_udata(UDATA_SET_COMMENT, set.comment.as_deref()));
+        }
         self.push(Message::NewSet(SetSpec {
             id,
             flags,
             concat,
             timeout_ms: set.timeout.map(|s| u64::from(s) * 1000),
-            ..key_spec(handle.clone(), &set.key, set.comment.as_deref())
+            size: set.size,
+            ..spec
         }));
         let mut elements = Vec::with_capacity(set.elements.len() * 2);
         if set.interval && set.key.len() == 1 {
@@ -389,11 +397,12 @@ impl Lowering {
         match statement {
             Statement::MarkOr(bits) => mark_set(out, !bits, *bits),
             Statement::MarkXor(bits) => mark_set(out, u32::MAX, *bits),
-            Statement::UpdateSet { set, key } => {
-                load(out, self.family, *key, Register::FIRST);
+            Statement::UpdateSet { set, key, timeout } => {
+                load_key(out, self.family, key);
                 out.push(Expression::DynsetUpdate {
                     sreg: Register::FIRST,
                     set: set.clone(),
+                    timeout_ms: timeout.map(|s| u64::from(s) * 1000),
                 });
             }
         }
@@ -742,7 +751,8 @@ fn width(family: Family, expr: Expr) -> u32 {
         | Expr::CtStatus
         | Expr::SourceAddrType
         | Expr::DestAddrType
-        | Expr::Numgen { .. } => 4,
+        | Expr::Numgen { .. }
+        | Expr::Constant(_) => 4,
         payload => payload_field(family, payload).map_or(4, |(_, _, len)| len),
     }
 }
@@ -773,6 +783,11 @@ fn load(out: &mut Vec<Expression>, family: Family, expr: Expr, dreg: Register) {
         Expr::Numgen { modulus } => Expression::Numgen {
             modulus,
             offset: 0,
+            dreg,
+        },
+        Expr::Constant(n) => Expression::Numgen {
+            modulus: 1,
+            offset: n,
             dreg,
         },
         Expr::SourceAddr | Expr::DestAddr | Expr::DestPort => {

@@ -91,6 +91,7 @@ pub fn table(family: Family, dump: &TableDump) -> Result<Table> {
                 key,
                 interval,
                 timeout,
+                size: set.size,
                 comment,
                 elements: decoded,
             });
@@ -417,6 +418,10 @@ fn loaded(family: Family, expression: &Expression) -> Option<Expr> {
         } => Expr::CtStatus,
         Expression::FibAddrType { source: true, .. } => Expr::SourceAddrType,
         Expression::FibAddrType { source: false, .. } => Expr::DestAddrType,
+        // `mod 1` always yields the offset: how kproxy writes a constant key field.
+        Expression::Numgen {
+            modulus: 1, offset, ..
+        } => Expr::Constant(*offset),
         Expression::Numgen {
             modulus, offset: 0, ..
         } => Expr::Numgen { modulus: *modulus },
@@ -602,10 +607,16 @@ fn rule(family: Family, dump: &RuleDump, anonymous: &Anonymous<'_>) -> Result<Ru
                             })
                         }
                     },
-                    (false, Some(Expression::DynsetUpdate { set, .. })) if key.len() == 1 => {
+                    (
+                        false,
+                        Some(Expression::DynsetUpdate {
+                            set, timeout_ms, ..
+                        }),
+                    ) => {
                         out.statements.push(Statement::UpdateSet {
                             set: set.clone(),
-                            key: key[0],
+                            key,
+                            timeout: timeout_ms.map(|ms| (ms / 1000) as u32),
                         });
                     }
                     _ => return fail("an expression sequence kproxy does not write"),

@@ -266,6 +266,8 @@ pub enum Expression {
         sreg: Register,
         /// The set's name.
         set: String,
+        /// The element's timeout in milliseconds; `None` for the set's default.
+        timeout_ms: Option<u64>,
     },
     /// Load a constant.
     Immediate {
@@ -439,6 +441,8 @@ pub struct SetDump {
     pub data_type: Option<u32>,
     /// Default timeout in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Most elements (`size`), when declared.
+    pub size: Option<u32>,
     /// Userdata.
     pub userdata: Vec<u8>,
 }
