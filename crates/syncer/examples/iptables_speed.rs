@@ -108,6 +108,7 @@ fn iptables_row(services: usize, base: &ProxyState, options: &Options, tools: To
     let cold = start.elapsed();
     let mut changes = Vec::with_capacity(CHANGES);
     let mut input_lines = 0;
+    let verbose = std::env::var_os("KPROXY_BENCH_VERBOSE").is_some();
     for i in 0..CHANGES {
         toggle_endpoint(&mut state, i);
         // The compile is included: iptables mode compiles the whole state each sync.
@@ -118,11 +119,20 @@ fn iptables_row(services: usize, base: &ProxyState, options: &Options, tools: To
             .exec(|| syncer.sync(&desired))
             .expect("endpoint change");
         changes.push(start.elapsed());
-        if std::env::var_os("KPROXY_BENCH_VERBOSE").is_some() {
-            eprintln!("compile {compiled:?}, whole {:?}", start.elapsed());
-        }
-        input_lines = report.families[0].input.lines().count();
-        if std::env::var_os("KPROXY_BENCH_VERBOSE").is_some() {
+        // A family with nothing to change runs no restore and is not in the report.
+        input_lines = report
+            .families
+            .iter()
+            .find(|f| f.family == IpFamily::V4)
+            .map_or(0, |f| f.input.lines().count());
+        if verbose {
+            let restores: Duration = report.families.iter().map(|f| f.restore).sum();
+            let synced = start.elapsed() - compiled;
+            eprintln!(
+                "compile {compiled:?}, sync {synced:?} (restores {restores:?}, the rest {:?}), whole {:?}",
+                synced.saturating_sub(restores),
+                start.elapsed()
+            );
             for f in &report.families {
                 eprintln!(
                     "{:?} {}: restore {:?}, {} lines",
