@@ -64,14 +64,15 @@ pub struct Table {
     pub chains: Vec<Chain>,
 }
 
-/// Whether a chain is rewritten on every sync or only when its Service port changes.
+/// Whether a chain is shared by every Service port or belongs to one. Both kinds are written
+/// by a partial restore only when their rules change ([`super::restore`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChainKind {
-    /// `KUBE-SERVICES`, `KUBE-NODEPORTS`, …: they list every Service port, so every sync
-    /// rewrites them (as kube-proxy does).
+    /// `KUBE-SERVICES`, `KUBE-NODEPORTS`, …: they list every Service port, so they change when
+    /// a Service port (or its address, or whether it has endpoints) comes or goes.
     TopLevel,
-    /// `KUBE-SVC-…`, `KUBE-SEP-…`, …: written only when their rules change.
+    /// `KUBE-SVC-…`, `KUBE-SEP-…`, …: one Service port's.
     Service,
 }
 

@@ -6,8 +6,8 @@
 //! [`compile`] maps a [`ProxyState`] and [`Options`] to a typed [`ir::Ruleset`]: per IP family
 //! a `nat`, a `filter` and a `mangle` [`ir::Table`] of user chains, plus the few [`ir::Hook`] rules in
 //! built-in chains that lead to them. [`render`] writes `iptables-restore` input from it and
-//! [`restore`] computes what one sync must write (every top-level chain, only the changed
-//! per-Service-port chains, deletions of stale ones).
+//! [`restore`] computes what one sync must write (only the chains whose rules changed, top-level
+//! or per Service port, and deletions of stale ones).
 //!
 //! The chains are kube-proxy's, with kube-proxy's names ([`naming`]):
 //!

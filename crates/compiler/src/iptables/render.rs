@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 use kproxy_model::IpFamily;
 
-use super::ir::{FamilyRules, Hook, Match, RejectWith, Rule, Ruleset, Table, Target};
+use super::ir::{Chain, FamilyRules, Hook, Match, RejectWith, Rule, Ruleset, TableName, Target};
 
 /// The restore binary of a family.
 pub fn restore_binary(family: IpFamily) -> &'static str {
@@ -44,28 +44,25 @@ pub fn ruleset(ruleset: &Ruleset) -> String {
 pub fn full(family: &FamilyRules) -> String {
     let mut out = String::new();
     for table in &family.tables {
-        table_text(table, |_| true, &[], &mut out);
+        let chains: Vec<&Chain> = table.chains.iter().collect();
+        table_text(table.name, &chains, &[], &mut out);
     }
     out
 }
 
-/// Writes `*table`, the chains `write` selects (declared, which flushes them, then their
-/// rules), deletions of `stale` chains, and `COMMIT`.
-pub(crate) fn table_text(
-    table: &Table,
-    write: impl Fn(&super::ir::Chain) -> bool,
-    stale: &[&str],
-    out: &mut String,
-) {
-    let _ = writeln!(out, "*{}", table.name.as_str());
-    let chains: Vec<_> = table.chains.iter().filter(|c| write(c)).collect();
-    for chain in &chains {
+/// Writes `*table`, the declarations of `chains` and of the `stale` ones (which creates or
+/// flushes them), the rules of `chains`, deletions of the `stale` chains, and `COMMIT`. Every
+/// declaration comes before any rule, so a rule may jump to a chain declared after its own,
+/// and every `-X` comes last, after every rule that jumped to the chain was rewritten.
+pub(crate) fn table_text(table: TableName, chains: &[&Chain], stale: &[String], out: &mut String) {
+    let _ = writeln!(out, "*{}", table.as_str());
+    for chain in chains {
         let _ = writeln!(out, ":{} - [0:0]", chain.name);
     }
     for name in stale {
         let _ = writeln!(out, ":{name} - [0:0]");
     }
-    for chain in &chains {
+    for chain in chains {
         for rule in &chain.rules {
             out.push_str(&rule_line(&chain.name, rule));
             out.push('\n');

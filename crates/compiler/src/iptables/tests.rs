@@ -1,6 +1,6 @@
 //! Unit tests of iptables mode on hand-built states and synthetic clusters.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use kproxy_model::{
@@ -322,19 +322,13 @@ fn synthetic_clusters_are_self_consistent() {
     }
 }
 
-fn rewritten(restore: &restore::Restore) -> Vec<&str> {
-    restore
-        .written
-        .iter()
-        .map(String::as_str)
-        .filter(|name| {
-            let chain = name.split_once('/').map_or(*name, |(_, c)| c);
-            !naming::TOP_LEVEL.contains(&chain)
-        })
-        .collect()
+/// A partial restore from `old` to `new`.
+fn partial(old: &FamilyRules, new: &FamilyRules) -> restore::Restore {
+    restore::partial(old, new)
 }
 
-/// The requirement: an endpoint change rewrites only that Service's chains.
+/// The requirement: an endpoint change rewrites only that Service's chains. Unlike
+/// kube-proxy, not even the top-level chains: they did not change.
 #[test]
 fn an_endpoint_change_rewrites_only_that_services_chains() {
     let before = state(vec![
@@ -349,40 +343,221 @@ fn an_endpoint_change_rewrites_only_that_services_chains() {
     let mut after = before.clone();
     after.ports[1].families[0].endpoints.cluster[1] = ep("10.244.1.9", false);
     let (old, new) = (v4(&before, &options()), v4(&after, &options()));
-    let restore = restore::partial(&old, &new);
+    let restore = partial(&old, &new);
     let b = port_name("b");
     let sep = |a: &str| naming::endpoint_chain(&b, format!("{a}:8080").parse().unwrap());
     assert_eq!(
-        rewritten(&restore),
+        restore.written,
         [
             format!("nat/{}", naming::cluster_chain(&b)),
             format!("nat/{}", sep("10.244.1.9")),
         ]
     );
     assert_eq!(restore.deleted, [format!("nat/{}", sep("10.244.1.3"))]);
-    // The restore input itself: declared, rewritten, deleted; nothing of a or c.
+    // The restore input itself: only the nat table, and nothing of a, c or a top-level chain.
+    let tables: Vec<&str> = restore
+        .text
+        .lines()
+        .filter(|l| l.starts_with('*'))
+        .collect();
+    assert_eq!(tables, ["*nat"], "{}", restore.text);
     assert!(restore
         .text
         .contains(&format!(":{} - [0:0]\n", sep("10.244.1.3"))));
     assert!(restore
         .text
         .contains(&format!("-X {}\n", sep("10.244.1.3"))));
+    for chain in naming::TOP_LEVEL {
+        assert!(!restore.text.contains(&format!("-A {chain} ")), "{chain}");
+    }
     for other in ["a", "c"] {
         let chain = naming::cluster_chain(&port_name(other));
-        let mentions: Vec<&str> = restore
-            .text
-            .lines()
-            .filter(|l| l.contains(&chain))
-            .collect();
-        assert_eq!(mentions.len(), 1, "{mentions:#?}");
-        assert!(
-            mentions[0].starts_with("-A KUBE-SERVICES "),
-            "{}",
-            mentions[0]
-        );
+        assert!(!restore.text.contains(&chain), "{}", restore.text);
     }
-    // Nothing changed: only the top-level chains.
-    assert!(rewritten(&restore::partial(&new, &new)).is_empty());
+}
+
+/// Nothing changed: no table, no text, so the syncer spawns no restore.
+#[test]
+fn an_unchanged_family_needs_no_restore() {
+    let rules = v4(&kproxy_synthetic::cluster(50, 3), &options());
+    let restore = partial(&rules, &rules);
+    assert!(restore.is_empty(), "{}", restore.text);
+    assert!(restore.written.is_empty() && restore.deleted.is_empty());
+}
+
+/// A Service added or removed changes the top-level chains that list it, and only those.
+#[test]
+fn a_service_added_or_removed_rewrites_the_top_level_chains() {
+    let two = state(vec![
+        port("a", "10.96.0.1", vec![ep("10.244.1.1", false)]),
+        port("b", "10.96.0.2", vec![ep("10.244.1.2", false)]),
+    ]);
+    let mut three = two.clone();
+    three
+        .ports
+        .push(port("c", "10.96.0.3", vec![ep("10.244.1.3", false)]));
+    let (old, new) = (v4(&two, &options()), v4(&three, &options()));
+    let c = port_name("c");
+    let svc = naming::cluster_chain(&c);
+    let sep = naming::endpoint_chain(&c, "10.244.1.3:8080".parse().unwrap());
+    let added = partial(&old, &new);
+    assert_eq!(
+        added.written,
+        [
+            "nat/KUBE-SERVICES".to_string(),
+            format!("nat/{svc}"),
+            format!("nat/{sep}"),
+            // Its ClusterIP's undefined ports are rejected.
+            "filter/KUBE-SERVICES".to_string(),
+        ]
+    );
+    assert!(added.deleted.is_empty());
+    assert!(!added.text.contains("*mangle"), "{}", added.text);
+
+    let removed = partial(&new, &old);
+    assert_eq!(
+        removed.written,
+        ["nat/KUBE-SERVICES", "filter/KUBE-SERVICES"]
+    );
+    assert_eq!(
+        removed.deleted,
+        [format!("nat/{sep}"), format!("nat/{svc}")]
+    );
+    // In the nat section: the chains go after the rule that jumped to them is rewritten.
+    let lines: Vec<&str> = removed
+        .text
+        .lines()
+        .take_while(|l| *l != "COMMIT")
+        .collect();
+    let last_rule = lines
+        .iter()
+        .rposition(|l| l.starts_with("-A KUBE-SERVICES"));
+    let first_delete = lines.iter().position(|l| l.starts_with("-X "));
+    assert!(last_rule < first_delete, "{}", removed.text);
+}
+
+/// The kernel's side of a restore, as far as chains go: enough to check that an input is
+/// valid in order (no rule jumps to an undeclared chain, no chain deleted while a rule still
+/// jumps to it or while it has rules) and what it leaves.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Kernel {
+    tables: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+}
+
+impl Kernel {
+    /// Applies `--noflush` input, panicking where `iptables-restore` would fail.
+    fn restore(&mut self, input: &str) {
+        let mut table = None;
+        for line in input.lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                table = Some(self.tables.entry(name.to_string()).or_default());
+            } else if line == "COMMIT" {
+                table = None;
+            } else {
+                let chains = table.as_deref_mut().expect("a line inside a table");
+                Kernel::line(chains, line);
+            }
+        }
+        assert!(table.is_none(), "input ends inside a table");
+    }
+
+    fn line(chains: &mut BTreeMap<String, Vec<String>>, line: &str) {
+        if let Some(declaration) = line.strip_prefix(':') {
+            let name = declaration.split(' ').next().expect("a chain name");
+            chains.insert(name.to_string(), Vec::new());
+        } else if let Some(name) = line.strip_prefix("-X ") {
+            let rules = chains.remove(name).expect("-X of a chain that exists");
+            assert!(rules.is_empty(), "-X {name} of a chain with rules");
+            let user = chains
+                .iter()
+                .find(|(_, rules)| rules.iter().any(|r| jump_target(r) == Some(name)));
+            let user = user.map(|(chain, _)| chain);
+            assert!(user.is_none(), "-X {name} while {user:?} jumps to it");
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let (chain, _) = rule.split_once(' ').expect("a chain and a rule");
+            if let Some(to) = jump_target(rule) {
+                let builtin = [
+                    "MARK",
+                    "DNAT",
+                    "RETURN",
+                    "ACCEPT",
+                    "DROP",
+                    "REJECT",
+                    "MASQUERADE",
+                ];
+                assert!(
+                    builtin.contains(&to) || chains.contains_key(to),
+                    "{line}: no chain {to}"
+                );
+            }
+            chains
+                .get_mut(chain)
+                .expect("-A to a declared chain")
+                .push(rule.to_string());
+        } else {
+            panic!("unexpected restore line {line}");
+        }
+    }
+}
+
+fn jump_target(rule: &str) -> Option<&str> {
+    rule.split_once(" -j ")
+        .and_then(|(_, target)| target.split(' ').next())
+}
+
+/// Partial restores, each from what the previous one left, are valid in order and leave what
+/// a full restore of the final rules leaves; none writes a chain whose rules did not change.
+#[test]
+fn partial_restores_in_sequence_leave_what_a_full_restore_leaves() {
+    let base = kproxy_synthetic::cluster(60, 3);
+    let mut states = vec![base.clone()];
+    let mut next = base.clone();
+    next.ports[5].families[0].endpoints.cluster.pop();
+    states.push(next.clone());
+    let gone = next.ports.remove(7);
+    states.push(next.clone());
+    next.ports.insert(7, gone);
+    states.push(next.clone());
+    for port in next.ports.iter_mut().take(4) {
+        for family in &mut port.families {
+            family.endpoints = EndpointSets::default();
+        }
+    }
+    states.push(next.clone());
+    for port in next.ports.iter_mut().skip(10).take(5) {
+        port.internal_policy = TrafficPolicy::Local;
+        port.external_policy = TrafficPolicy::Local;
+    }
+    states.push(next.clone());
+    states.push(next.clone());
+    next.ports.truncate(20);
+    states.push(next);
+    states.push(base);
+
+    let compile_v4 = |s: &ProxyState| compile_family(s, &options(), IpFamily::V4);
+    let first = compile_v4(&states[0]);
+    let mut kernel = Kernel::default();
+    kernel.restore(&render::full(&first));
+    let mut previous = first;
+    for (step, state) in states.iter().enumerate().skip(1) {
+        let rules = compile_v4(state);
+        let restore = partial(&previous, &rules);
+        kernel.restore(&restore.text);
+        let mut fresh = Kernel::default();
+        fresh.restore(&render::full(&rules));
+        assert_eq!(kernel, fresh, "step {step}");
+        for written in &restore.written {
+            let (table, chain) = written.split_once('/').expect("table/chain");
+            let table = [TableName::Nat, TableName::Filter, TableName::Mangle]
+                .into_iter()
+                .find(|t| t.as_str() == table)
+                .expect("a table name");
+            let before = previous.table(table).and_then(|t| t.chain(chain));
+            let after = rules.table(table).and_then(|t| t.chain(chain));
+            assert_ne!(before, after, "step {step}: {written} rewritten unchanged");
+        }
+        previous = rules;
+    }
 }
 
 #[test]

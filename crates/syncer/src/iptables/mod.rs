@@ -8,8 +8,9 @@
 //! * [`IptablesSyncer`] remembers what each family's last successful restore wrote. The first
 //!   sync, [`IptablesSyncer::resync`] and any failure make the next sync full (every chain
 //!   written, leftover kproxy chains deleted, built-in chain jumps checked and inserted);
-//!   otherwise a sync writes the top-level chains and only the per-Service-port chains that
-//!   changed ([`kproxy_compiler::iptables::restore`]).
+//!   otherwise a sync writes only the chains whose rules changed, top-level ones included,
+//!   only the tables that have one, and runs no restore at all for a family where nothing
+//!   changed ([`kproxy_compiler::iptables::restore`] says why that is safe).
 //! * [`cleanup`] removes iptables mode's rules: kproxy's jumps from built-in chains, then the
 //!   chains, unless kube-proxy's own jumps still use them (they are kube-proxy's names too).
 
@@ -82,7 +83,7 @@ pub struct FamilyReport {
 /// What one sync did, per family.
 #[derive(Debug, Clone, Default)]
 pub struct IptablesReport {
-    /// One entry per family restored, IPv4 first.
+    /// One entry per family restored, IPv4 first; a family with nothing to change has none.
     pub families: Vec<FamilyReport>,
 }
 
@@ -106,36 +107,12 @@ impl IptablesSyncer {
     }
 
     /// Brings every family to `rules`. A family that fails keeps its previous rules (the
-    /// restore is atomic per table) and is restored in full next time.
+    /// restore is atomic per table) and is restored in full next time; a family whose rules
+    /// did not change runs no restore and has no entry in the report.
     pub fn sync(&mut self, rules: &Ruleset) -> Result<IptablesReport, IptablesError> {
         let mut report = IptablesReport::default();
         for next in &rules.families {
-            let family = next.family;
-            let (plan, full) = match self.applied.get(&family) {
-                Some(previous) => (restore::partial(previous, next), false),
-                None => (restore::full(next, &self.existing(family)?), true),
-            };
-            let start = Instant::now();
-            if let Err(error) = self.tools.restore(family, &plan.text) {
-                self.applied.remove(&family);
-                return Err(error);
-            }
-            let took = start.elapsed();
-            if full {
-                if let Err(error) = self.ensure_hooks(family, &next.hooks) {
-                    self.applied.remove(&family);
-                    return Err(error);
-                }
-            }
-            self.applied.insert(family, next.clone());
-            report.families.push(FamilyReport {
-                family,
-                full,
-                written: plan.written,
-                deleted: plan.deleted,
-                input: plan.text,
-                restore: took,
-            });
+            report.families.extend(self.sync_family(next)?);
         }
         // A family no longer in use (the last IPv6 Service went away) loses its rules.
         let gone: Vec<IpFamily> = self
@@ -149,6 +126,36 @@ impl IptablesSyncer {
             cleanup_family(self.tools, family, false)?;
         }
         Ok(report)
+    }
+
+    /// Restores one family: in full when nothing is known about it, else only what differs
+    /// from the last restore (`None` when nothing does). Its record is taken out first and put
+    /// back only after success, so any failure makes the family's next sync full.
+    fn sync_family(&mut self, next: &FamilyRules) -> Result<Option<FamilyReport>, IptablesError> {
+        let family = next.family;
+        let (plan, full) = match self.applied.remove(&family) {
+            Some(previous) => (restore::partial(&previous, next), false),
+            None => (restore::full(next, &self.existing(family)?), true),
+        };
+        if plan.is_empty() {
+            self.applied.insert(family, next.clone());
+            return Ok(None);
+        }
+        let start = Instant::now();
+        self.tools.restore(family, &plan.text)?;
+        let took = start.elapsed();
+        if full {
+            self.ensure_hooks(family, &next.hooks)?;
+        }
+        self.applied.insert(family, next.clone());
+        Ok(Some(FamilyReport {
+            family,
+            full,
+            written: plan.written,
+            deleted: plan.deleted,
+            input: plan.text,
+            restore: took,
+        }))
     }
 
     fn existing(&self, family: IpFamily) -> Result<ExistingChains, IptablesError> {
