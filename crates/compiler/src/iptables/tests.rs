@@ -324,7 +324,7 @@ fn synthetic_clusters_are_self_consistent() {
 
 /// A partial restore from `old` to `new`.
 fn partial(old: &FamilyRules, new: &FamilyRules) -> restore::Restore {
-    restore::partial(old, new)
+    restore::Applied::new(old).partial(new)
 }
 
 /// The requirement: an endpoint change rewrites only that Service's chains. Unlike
@@ -383,6 +383,10 @@ fn an_unchanged_family_needs_no_restore() {
     let restore = partial(&rules, &rules);
     assert!(restore.is_empty(), "{}", restore.text);
     assert!(restore.written.is_empty() && restore.deleted.is_empty());
+    // Nor on the next sync of the same rules, from the state the first one left.
+    let mut applied = restore::Applied::new(&rules);
+    assert!(applied.partial(&rules).is_empty());
+    assert!(applied.partial(&rules).is_empty());
 }
 
 /// A Service added or removed changes the top-level chains that list it, and only those.
@@ -506,7 +510,8 @@ fn jump_target(rule: &str) -> Option<&str> {
 }
 
 /// Partial restores, each from what the previous one left, are valid in order and leave what
-/// a full restore of the final rules leaves; none writes a chain whose rules did not change.
+/// a full restore of the final rules leaves; none writes a chain whose rules did not change,
+/// and the [`restore::Applied`] record updated in place by each stays exact.
 #[test]
 fn partial_restores_in_sequence_leave_what_a_full_restore_leaves() {
     let base = kproxy_synthetic::cluster(60, 3);
@@ -538,10 +543,13 @@ fn partial_restores_in_sequence_leave_what_a_full_restore_leaves() {
     let first = compile_v4(&states[0]);
     let mut kernel = Kernel::default();
     kernel.restore(&render::full(&first));
+    let mut applied = restore::Applied::new(&first);
     let mut previous = first;
     for (step, state) in states.iter().enumerate().skip(1) {
         let rules = compile_v4(state);
-        let restore = partial(&previous, &rules);
+        let restore = applied.partial(&rules);
+        // The record kept and updated across syncs plans as one made afresh would.
+        assert_eq!(restore, partial(&previous, &rules), "step {step}");
         kernel.restore(&restore.text);
         let mut fresh = Kernel::default();
         fresh.restore(&render::full(&rules));

@@ -24,7 +24,7 @@ use kproxy_compiler::iptables::hooks::HOOK_COMMENT_PREFIX;
 use kproxy_compiler::iptables::ir::{FamilyRules, Hook, Ruleset, TableName};
 use kproxy_compiler::iptables::naming;
 use kproxy_compiler::iptables::render::rule_args;
-use kproxy_compiler::iptables::restore::{self, ExistingChains};
+use kproxy_compiler::iptables::restore::{self, Applied, ExistingChains};
 use kproxy_model::IpFamily;
 
 pub use save::SavedTable;
@@ -59,8 +59,9 @@ pub enum IptablesError {
 #[derive(Debug)]
 pub struct IptablesSyncer {
     tools: Tools,
-    /// What each family's last successful restore left, if known.
-    applied: BTreeMap<IpFamily, FamilyRules>,
+    /// What each family's last successful restore left, if known; updated in place by each
+    /// partial restore (only changed chains are copied).
+    applied: BTreeMap<IpFamily, Applied>,
 }
 
 /// What one family's restore did.
@@ -133,12 +134,15 @@ impl IptablesSyncer {
     /// back only after success, so any failure makes the family's next sync full.
     fn sync_family(&mut self, next: &FamilyRules) -> Result<Option<FamilyReport>, IptablesError> {
         let family = next.family;
-        let (plan, full) = match self.applied.remove(&family) {
-            Some(previous) => (restore::partial(&previous, next), false),
-            None => (restore::full(next, &self.existing(family)?), true),
+        let (plan, applied, full) = match self.applied.remove(&family) {
+            Some(mut applied) => (applied.partial(next), applied, false),
+            None => {
+                let plan = restore::full(next, &self.existing(family)?);
+                (plan, Applied::new(next), true)
+            }
         };
         if plan.is_empty() {
-            self.applied.insert(family, next.clone());
+            self.applied.insert(family, applied);
             return Ok(None);
         }
         let start = Instant::now();
@@ -147,7 +151,7 @@ impl IptablesSyncer {
         if full {
             self.ensure_hooks(family, &next.hooks)?;
         }
-        self.applied.insert(family, next.clone());
+        self.applied.insert(family, applied);
         Ok(Some(FamilyReport {
             family,
             full,
