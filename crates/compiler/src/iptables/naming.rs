@@ -7,6 +7,7 @@
 //! therefore gets the same chain names from kproxy and kube-proxy, which keeps
 //! `iptables-save | grep` habits and dashboards working, and lets one take over from the other.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use kproxy_model::ServicePortName;
@@ -57,40 +58,68 @@ pub fn is_kproxy_chain(name: &str) -> bool {
 
 /// `KUBE-SVC-…`: DNAT to the cluster-wide endpoints.
 pub fn cluster_chain(port: &ServicePortName) -> String {
-    format!("KUBE-SVC-{}", port_hash(port))
+    hashed("KUBE-SVC-", port_text(port).as_bytes())
 }
 
 /// `KUBE-SVL-…`: DNAT to the endpoints on this node (Local traffic policies).
 pub fn local_chain(port: &ServicePortName) -> String {
-    format!("KUBE-SVL-{}", port_hash(port))
+    hashed("KUBE-SVL-", port_text(port).as_bytes())
 }
 
 /// `KUBE-EXT-…`: NodePort, externalIP and load-balancer traffic (externalTrafficPolicy).
 pub fn external_chain(port: &ServicePortName) -> String {
-    format!("KUBE-EXT-{}", port_hash(port))
+    hashed("KUBE-EXT-", port_text(port).as_bytes())
 }
 
 /// `KUBE-FW-…` (mangle): loadBalancerSourceRanges of a Service port's load-balancer IPs.
 pub fn firewall_chain(port: &ServicePortName) -> String {
-    format!("KUBE-FW-{}", port_hash(port))
+    hashed("KUBE-FW-", port_text(port).as_bytes())
 }
 
 /// `KUBE-SEP-…`: one endpoint of a Service port (its DNAT, hairpin mark and affinity list).
 pub fn endpoint_chain(port: &ServicePortName, endpoint: SocketAddr) -> String {
-    let text = format!("{port}{}{endpoint}", port.protocol);
-    format!("KUBE-SEP-{}", hash16(text.as_bytes()))
+    EndpointNamer::new(port).name(endpoint)
 }
 
-fn port_hash(port: &ServicePortName) -> String {
-    hash16(format!("{port}{}", port.protocol).as_bytes())
+/// Names the `KUBE-SEP-` chains of one Service port. The port's part of the hashed text is
+/// written once and each endpoint appended to it: formatting that text was a third of a
+/// compile (10,000 endpoints at 1,000 Services).
+pub struct EndpointNamer {
+    /// `<namespace>/<service>[:<port name>]<protocol>`, then the last endpoint named.
+    text: String,
+    /// Where the endpoint starts in `text`.
+    port_len: usize,
 }
 
-/// The first 16 characters of base32(sha256(bytes)), RFC 4648 alphabet, as Go's
+impl EndpointNamer {
+    /// A namer for `port`'s endpoints.
+    pub fn new(port: &ServicePortName) -> EndpointNamer {
+        let text = port_text(port);
+        EndpointNamer {
+            port_len: text.len(),
+            text,
+        }
+    }
+
+    /// The `KUBE-SEP-` chain of `endpoint`.
+    pub fn name(&mut self, endpoint: SocketAddr) -> String {
+        self.text.truncate(self.port_len);
+        let _ = write!(self.text, "{endpoint}");
+        hashed("KUBE-SEP-", self.text.as_bytes())
+    }
+}
+
+fn port_text(port: &ServicePortName) -> String {
+    format!("{port}{}", port.protocol)
+}
+
+/// `prefix` and the first 16 characters of base32(sha256(bytes)), RFC 4648 alphabet, as Go's
 /// `base32.StdEncoding` writes it: 16 characters are exactly the first 10 bytes of the hash.
-fn hash16(bytes: &[u8]) -> String {
+fn hashed(prefix: &str, bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(16);
+    let mut out = String::with_capacity(prefix.len() + 16);
+    out.push_str(prefix);
     for group in digest[..10].chunks(5) {
         let bits = group.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
         for i in (0..8).rev() {

@@ -38,6 +38,7 @@ pub(crate) fn compile(b: &mut Builder, ctx: &PortContext<'_>) {
     }
 
     let external = ctx.port.is_externally_reachable();
+    let names = endpoints::EndpointNames::new(ctx);
     let mut chains = Vec::new();
     if ctx.uses_cluster_chain() {
         let masquerade = (ctx.port.internal_policy == TrafficPolicy::Cluster)
@@ -48,6 +49,7 @@ pub(crate) fn compile(b: &mut Builder, ctx: &PortContext<'_>) {
             &ctx.family.endpoints.cluster,
             masquerade,
             ctx,
+            &names,
         ));
     }
     if ctx.uses_local_chain() {
@@ -59,6 +61,7 @@ pub(crate) fn compile(b: &mut Builder, ctx: &PortContext<'_>) {
             &ctx.family.endpoints.local,
             masquerade,
             ctx,
+            &names,
         ));
     }
     if external {
@@ -68,7 +71,7 @@ pub(crate) fn compile(b: &mut Builder, ctx: &PortContext<'_>) {
             external_rules(b, ctx),
         ));
     }
-    chains.extend(endpoints::endpoint_chains(ctx));
+    chains.extend(endpoints::endpoint_chains(ctx, names));
     b.nat_chains.append(&mut chains);
 }
 
