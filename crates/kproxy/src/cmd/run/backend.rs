@@ -5,8 +5,8 @@
 //! * nftables: the compiler's [`Incremental`] recompiles only the changed ports and the
 //!   [`Syncer`] sends only the touched objects over netlink.
 //! * iptables: the ports are kept by name; each sync compiles the whole state (cheap beside
-//!   the restore) and [`IptablesSyncer`] restores the top-level chains and only the
-//!   per-Service-port chains whose rules changed.
+//!   the restore) and [`IptablesSyncer`] restores only the chains whose rules changed, and
+//!   only in the tables and families that have one.
 //!
 //! The first full sync then removes the other mode's rules (iptables mode: every full sync,
 //! one netlink transaction): after the new ones are in force, so switching modes leaves no gap.
