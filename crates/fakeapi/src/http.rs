@@ -143,10 +143,9 @@ fn percent_decode(text: &str, plus_is_space: bool) -> String {
 pub(crate) fn write_json(
     out: &mut impl Write,
     status: u16,
-    body: &Value,
+    body: &str,
     close: bool,
 ) -> io::Result<()> {
-    let body = body.to_string();
     let connection = if close { "close" } else { "keep-alive" };
     let response = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",

@@ -11,6 +11,13 @@ use serde_json::Value;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct LabelSelector(Vec<LabelRequirement>);
 
+impl LabelSelector {
+    /// Selects everything.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum LabelRequirement {
     Exists(String),
@@ -144,6 +151,13 @@ fn value_set(set: &str) -> Result<Vec<String>, String> {
 /// A parsed `fieldSelector` on `metadata.name` / `metadata.namespace`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct FieldSelector(Vec<FieldRequirement>);
+
+impl FieldSelector {
+    /// Selects everything.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FieldRequirement {

@@ -146,7 +146,8 @@ fn serve_connection(shared: &Shared, stream: TcpStream, id: u64) {
         }
         let close = request.close;
         let written = match handle(shared, &request) {
-            Reply::Json(code, body) => http::write_json(&mut out, code, &body, close),
+            Reply::Json(code, body) => http::write_json(&mut out, code, &body.to_string(), close),
+            Reply::Text(code, body) => http::write_json(&mut out, code, &body, close),
             Reply::Watch(watch) => {
                 shared.set_watching(id);
                 let _ = serve_watch(shared, &mut out, &watch);
@@ -161,6 +162,8 @@ fn serve_connection(shared: &Shared, stream: TcpStream, id: u64) {
 
 enum Reply {
     Json(u16, Value),
+    /// JSON already serialized.
+    Text(u16, String),
     Watch(Box<Watch>),
 }
 
@@ -285,7 +288,7 @@ fn handle(shared: &Shared, request: &Request) -> Reply {
                 }
             } else {
                 let (code, body) = list(&shared.lock().store, &filter, request);
-                Reply::Json(code, body)
+                Reply::Text(code, body)
             }
         }
         None => {
@@ -320,6 +323,11 @@ impl Filter {
         })
     }
 
+    /// A label or field selector narrows the list.
+    fn has_selector(&self) -> bool {
+        !self.labels.is_empty() || !self.fields.is_empty()
+    }
+
     fn matches(&self, key: &Key, object: &Value) -> bool {
         key.resource == self.resource
             && self
@@ -331,8 +339,9 @@ impl Filter {
     }
 }
 
-fn list(store: &Store, filter: &Filter, request: &Request) -> (u16, Value) {
-    let bad = |message: String| (400, http::status(400, "BadRequest", &message));
+/// One page of a list, as JSON text.
+fn list(store: &Store, filter: &Filter, request: &Request) -> (u16, String) {
+    let bad = |message: String| (400, http::status(400, "BadRequest", &message).to_string());
     let limit = match request.param("limit").map(str::parse::<usize>) {
         None | Some(Ok(0)) => None,
         Some(Ok(limit)) => Some(limit),
@@ -351,7 +360,7 @@ fn list(store: &Store, filter: &Filter, request: &Request) -> (u16, Value) {
                 Ok(rv) if rv > store.rv => {
                     let message =
                         format!("Too large resource version: {rv}, current: {}", store.rv);
-                    return (504, http::status(504, "Timeout", &message));
+                    return (504, http::status(504, "Timeout", &message).to_string());
                 }
                 Ok(rv) => (rv, None),
                 Err(_) => return bad(format!("invalid resourceVersion {rv:?}")),
@@ -359,7 +368,7 @@ fn list(store: &Store, filter: &Filter, request: &Request) -> (u16, Value) {
             _ => (store.rv, None),
         },
     };
-    let Some(objects) = store.objects_at(filter.resource, rv) else {
+    let Some(objects) = store.objects_after(filter.resource, rv, after.as_ref()) else {
         let message = if after.is_some() {
             "The provided continue parameter is too old to display a consistent list result. \
              You can start a new list without the continue parameter."
@@ -367,49 +376,71 @@ fn list(store: &Store, filter: &Filter, request: &Request) -> (u16, Value) {
         } else {
             format!("too old resource version: {rv} ({})", store.compacted)
         };
-        return (410, http::status(410, "Expired", &message));
+        return (410, http::status(410, "Expired", &message).to_string());
     };
-    let mut matching = objects
-        .iter()
-        .filter(|(key, _)| {
-            after
-                .as_ref()
-                .is_none_or(|(ns, name)| (&key.namespace, &key.name) > (ns, name))
-        })
-        .filter(|(key, object)| filter.matches(key, object));
-    let page: Vec<(&&Key, &&Value)> = match limit {
+    let mut matching = objects.filter(|(key, object)| filter.matches(key, object));
+    let page: Vec<(&Key, &Value)> = match limit {
         Some(limit) => matching.by_ref().take(limit).collect(),
         None => matching.by_ref().collect(),
     };
-    let remaining = matching.count();
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if remaining > 0 {
-        if let Some((key, _)) = page.last() {
-            metadata["continue"] = Value::String(format!("{rv}/{}/{}", key.namespace, key.name));
+    // Like the real API server, the rest is counted only for lists without a selector (it
+    // cannot count a selector's matches without evaluating it on every remaining object).
+    let more = if filter.has_selector() {
+        matching.next().is_some()
+    } else {
+        let remaining = matching.count();
+        if remaining > 0 {
             metadata["remainingItemCount"] = json!(remaining);
         }
+        remaining > 0
+    };
+    if more {
+        if let Some((key, _)) = page.last() {
+            metadata["continue"] = Value::String(format!("{rv}/{}/{}", key.namespace, key.name));
+        }
     }
-    let items: Vec<Value> = page
-        .into_iter()
-        .map(|(_, object)| {
-            let mut item = (*object).clone();
-            if let Some(fields) = item.as_object_mut() {
-                fields.remove("kind");
-                fields.remove("apiVersion");
-            }
-            item
-        })
-        .collect();
     let resource = filter.resource;
-    (
-        200,
-        json!({
-            "kind": resource.list_kind(),
-            "apiVersion": resource.api_version(),
-            "metadata": metadata,
-            "items": items,
-        }),
-    )
+    let body = ListBody {
+        kind: resource.list_kind(),
+        api_version: resource.api_version(),
+        metadata: &metadata,
+        items: page.into_iter().map(|(_, object)| Item(object)).collect(),
+    };
+    match serde_json::to_string(&body) {
+        Ok(text) => (200, text),
+        Err(error) => (
+            500,
+            http::status(500, "InternalError", &error.to_string()).to_string(),
+        ),
+    }
+}
+
+/// A list response, serialized straight from the stored objects.
+#[derive(serde::Serialize)]
+struct ListBody<'a> {
+    kind: &'a str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    metadata: &'a Value,
+    items: Vec<Item<'a>>,
+}
+
+/// A stored object as a list item: without `kind` and `apiVersion`, serialized in place (a
+/// page of 500 objects was deep-copied only to drop those two fields).
+struct Item<'a>(&'a Value);
+
+impl serde::Serialize for Item<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_object() {
+            Some(fields) => serializer.collect_map(
+                fields
+                    .iter()
+                    .filter(|(name, _)| *name != "kind" && *name != "apiVersion"),
+            ),
+            None => self.0.serialize(serializer),
+        }
+    }
 }
 
 /// `rv/namespace/name` → (rv, (namespace, name)).

@@ -198,6 +198,45 @@ impl Store {
         Some(self.history.range(start..))
     }
 
+    /// The objects of one resource at `rv` whose `(namespace, name)` sorts after `after`, in
+    /// key order; `None` when `rv` is older than the retained history. A list at the current
+    /// resourceVersion (nearly every page) walks the store from the continue key on, instead of
+    /// rebuilding the whole list for every page.
+    pub(crate) fn objects_after<'a>(
+        &'a self,
+        resource: Resource,
+        rv: u64,
+        after: Option<&(String, String)>,
+    ) -> Option<Box<dyn Iterator<Item = (&'a Key, &'a Value)> + 'a>> {
+        if rv != self.rv {
+            let after = after.cloned();
+            let objects = self.objects_at(resource, rv)?;
+            return Some(Box::new(objects.into_iter().filter(move |(key, _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|(ns, name)| (&key.namespace, &key.name) > (ns, name))
+            })));
+        }
+        use std::ops::Bound;
+        let start = match after {
+            Some((namespace, name)) => Bound::Excluded(Key {
+                resource,
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }),
+            None => Bound::Included(Key {
+                resource,
+                namespace: String::new(),
+                name: String::new(),
+            }),
+        };
+        Some(Box::new(
+            self.objects
+                .range((start, Bound::Unbounded))
+                .take_while(move |(key, _)| key.resource == resource),
+        ))
+    }
+
     /// Every current object of one resource, in key order.
     pub(crate) fn current(&self, resource: Resource) -> impl Iterator<Item = (&Key, &Value)> {
         self.objects

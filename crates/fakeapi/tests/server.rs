@@ -293,6 +293,50 @@ fn pages_are_a_consistent_snapshot_and_expire_with_compaction() {
 }
 
 #[test]
+fn selector_pages_walk_every_match_without_counting_the_rest() {
+    let server = FakeApiServer::start().expect("starts");
+    for i in 0..7 {
+        let labels = if i % 3 == 0 {
+            json!({"service.kubernetes.io/headless": ""})
+        } else {
+            json!({})
+        };
+        server
+            .apply(&service("ns", &format!("s{i}"), labels))
+            .expect("stored");
+    }
+    server
+        .apply(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}}))
+        .expect("stored");
+    let mut client = Client::connect(&server);
+    let mut seen = Vec::new();
+    let mut query =
+        "/api/v1/services?limit=2&labelSelector=%21service.kubernetes.io%2Fheadless".to_string();
+    loop {
+        let (status, page) = client.get(&query);
+        assert_eq!(status, 200);
+        assert_eq!(page["kind"], "ServiceList");
+        // Like the real API server: no count of a selector's remaining matches.
+        assert!(page["metadata"].get("remainingItemCount").is_none());
+        for item in page["items"].as_array().expect("items") {
+            assert!(item.get("kind").is_none() && item.get("apiVersion").is_none());
+            assert!(item["spec"]["clusterIP"].is_string(), "the whole object");
+        }
+        seen.extend(names(&page));
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => {
+                query = format!(
+                    "/api/v1/services?limit=2&labelSelector=%21service.kubernetes.io%2Fheadless&continue={token}"
+                )
+            }
+            None => break,
+        }
+    }
+    // s0, s3 and s6 are headless; the Node (another resource) sorts after them in the store.
+    assert_eq!(seen, ["ns/s1", "ns/s2", "ns/s4", "ns/s5"]);
+}
+
+#[test]
 fn watch_streams_every_change_after_the_resource_version_one_chunk_per_event() {
     let server = FakeApiServer::start().expect("starts");
     let web = server

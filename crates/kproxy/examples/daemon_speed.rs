@@ -65,7 +65,10 @@ fn main() {
             "--healthz-bind-address",
             "",
         ])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("KPROXY_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .spawn()
         .expect("starting kproxy run");
