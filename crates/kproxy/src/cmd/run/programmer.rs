@@ -118,7 +118,10 @@ impl Programmer {
         }
         // Rules first, then flows: a cleared UDP flow is re-created by its next datagram, which
         // must meet the new rules.
-        match kproxy_syncer::conntrack::clear_stale_flows(&programmed.conntrack) {
+        let cleared = kproxy_syncer::conntrack::clear_stale_flows(&programmed.conntrack);
+        // Recorded before the event, so the log line carries it.
+        span.record("duration", tracing::field::debug(start.elapsed()));
+        match cleared {
             Ok(cleared) => {
                 metrics.conntrack_deleted(cleared.deleted);
                 tracing::info!(
@@ -135,7 +138,6 @@ impl Programmer {
                 "synced, but clearing stale UDP/SCTP conntrack entries failed: {error}"
             ),
         }
-        span.record("duration", tracing::field::debug(start.elapsed()));
         // Chains emptied by this transaction are deleted by the next one.
         let follow_up = self.backend.has_stale_chains();
         if follow_up {
