@@ -8,6 +8,12 @@
 //!
 //! A connect is timed from `connect(2)` to its return: SYN out, SYN-ACK back, the packets
 //! that go through the NAT hooks (later packets of a connection follow conntrack).
+//!
+//! At each size up to [`IPTABLES_MAX`] the node then gets the same state in iptables mode
+//! (legacy backend, nftables tables removed first) and the probe's ClusterIP is measured again
+//! (kube-proxy's iptables mode is where first-packet latency grows with the number of
+//! Services: every Service address is one more rule in `KUBE-SERVICES`); the iptables rules
+//! are removed afterwards, so the next size's nftables apply is a cold one.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -20,6 +26,7 @@ use kproxy_model::{
     EndpointConditions, IpFamily, NodeInfo, PortSpec, Protocol, ProxyState, ServiceSpec,
     SessionAffinity, SliceEndpoint, SlicePort, SliceSpec, TrafficPolicy,
 };
+use kproxy_syncer::iptables::{IptablesSyncer, Tools, Variant};
 use kproxy_syncer::Syncer;
 use kproxy_testkit::topology::{Topology, DEFAULT_PORT};
 use serde::{Deserialize, Serialize};
@@ -38,14 +45,9 @@ const BACKEND: &str = "backend";
 const WARMUP: usize = 100;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The proxy mode whose rules are measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Mode {
-    Nftables,
-    // HOOK(iptables): the iptables mode is being built elsewhere. When it exists, add
-    // `Iptables` here, program its rules in `program` below, and the report's iptables
-    // column (report.rs, "HOOK(iptables)") fills in from `Row::iptables`.
-}
+/// Sizes above this are not measured in iptables mode: the legacy `iptables-restore` of the
+/// whole ruleset takes 21 s at 10,000 Services and grows faster than linearly.
+pub const IPTABLES_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Dataplane {
@@ -60,8 +62,8 @@ pub struct Row {
     pub apply: f64,
     pub cluster_ip: Latency,
     pub direct: Latency,
-    /// HOOK(iptables): the ClusterIP latency with the iptables mode's rules; `None` until that
-    /// mode exists.
+    /// The ClusterIP latency with iptables mode's rules (legacy backend); `None` when not
+    /// measured (over [`IPTABLES_MAX`], or no `iptables-legacy` on the machine).
     pub iptables: Option<Latency>,
 }
 
@@ -99,48 +101,81 @@ pub fn measure(sizes: &[usize], connects: usize) -> anyhow::Result<Dataplane> {
         eprintln!("bench: dataplane, {services} Services, {connects} connects each way");
         let state = with_probe(services, node.clone(), backend);
         let ruleset = compile(&state, &options);
-        drop(state);
         let start = Instant::now();
-        program(Mode::Nftables, &topology, &mut syncer, ruleset)?;
+        topology
+            .node()
+            .exec(|| syncer.sync(ruleset))
+            .context("programming the node")?;
         let apply = start.elapsed();
 
         let cluster_ip = SocketAddr::from((PROBE_IP, PROBE_PORT));
-        let direct = SocketAddr::from((backend, DEFAULT_PORT));
-        let (cluster_ip, direct) = topology
+        let pod_ip = SocketAddr::from((backend, DEFAULT_PORT));
+        let (cluster_ip_latency, direct) = topology
             .pod(CLIENT)
             .ns()
-            .exec(|| alternate(cluster_ip, direct, connects));
+            .exec(|| alternate(cluster_ip, pod_ip, connects));
         anyhow::ensure!(
-            cluster_ip.failures < connects,
+            cluster_ip_latency.failures < connects,
             "no connect to the probe's ClusterIP succeeded at {services} Services"
         );
+        let iptables = if services <= IPTABLES_MAX && legacy_installed() {
+            eprintln!("bench: dataplane, {services} Services, iptables mode (legacy)");
+            let latency = in_iptables_mode(&topology, &state, &options, || {
+                topology
+                    .pod(CLIENT)
+                    .ns()
+                    .exec(|| alternate(cluster_ip, pod_ip, connects).0)
+            })?;
+            anyhow::ensure!(
+                latency.failures < connects,
+                "no connect to the probe's ClusterIP succeeded in iptables mode at {services} Services"
+            );
+            // The nftables tables were removed: the next size starts from an empty kernel.
+            syncer = Syncer::default();
+            Some(latency)
+        } else {
+            None
+        };
         rows.push(Row {
             services,
             apply: apply.as_secs_f64(),
-            cluster_ip,
+            cluster_ip: cluster_ip_latency,
             direct,
-            iptables: None,
+            iptables,
         });
     }
     Ok(Dataplane { connects, rows })
 }
 
-/// Puts `ruleset` in the node's kernel with the given mode.
-fn program(
-    mode: Mode,
+fn legacy_installed() -> bool {
+    std::process::Command::new(LEGACY.program(IpFamily::V4, "-restore"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+const LEGACY: Tools = Tools {
+    variant: Variant::Legacy,
+};
+
+/// Replaces the node's nftables rules by iptables mode's for `state`, runs `measure`, and
+/// removes the iptables rules again.
+fn in_iptables_mode<T>(
     topology: &Topology,
-    syncer: &mut Syncer,
-    ruleset: kproxy_compiler::Ruleset,
-) -> anyhow::Result<()> {
-    match mode {
-        Mode::Nftables => {
-            topology
-                .node()
-                .exec(|| syncer.sync(ruleset))
-                .context("programming the node")?;
-        }
-    }
-    Ok(())
+    state: &ProxyState,
+    options: &kproxy_compiler::Options,
+    measure: impl FnOnce() -> T,
+) -> anyhow::Result<T> {
+    let rules = kproxy_compiler::iptables::compile(state, options);
+    let node = topology.node();
+    node.exec(kproxy_syncer::cleanup)
+        .context("removing the nftables tables")?;
+    node.exec(|| IptablesSyncer::new(LEGACY).sync(&rules))
+        .context("programming iptables mode")?;
+    let measured = measure();
+    node.exec(|| kproxy_syncer::iptables::cleanup(LEGACY, false))
+        .context("removing iptables mode's rules")?;
+    Ok(measured)
 }
 
 /// `connects` connects to each address, alternating so both see the same conditions.

@@ -221,17 +221,18 @@ fn dataplane(md: &mut String, results: &Results) {
          From a pod namespace through the node namespace (veths, forwarding) to one backend pod; \
          {} connects to each address, alternating, after 100 each to warm up. *ClusterIP*: the \
          Service created last, through kproxy's nftables rules; *pod IP*: the same backend \
-         directly (the floor). p50 / p99.\n\n\
-         | Services | ClusterIP (nftables) | pod IP (floor) | ClusterIP − floor, p50 | failed connects | iptables mode |\n\
+         directly (the floor); *iptables mode*: the ClusterIP again with iptables mode's rules \
+         (legacy backend) instead, up to {} Services. p50 / p99.\n\n\
+         | Services | ClusterIP (nftables) | pod IP (floor) | ClusterIP − floor, p50 | failed connects | ClusterIP (iptables mode) |\n\
          |---|---|---|---|---|---|",
-        count(d.connects)
+        count(d.connects),
+        count(crate::dataplane::IPTABLES_MAX)
     );
     for r in &d.rows {
         let c = r.cluster_ip.connect;
         let f = r.direct.connect;
-        // HOOK(iptables): filled in once the iptables mode exists (dataplane.rs, `Mode`).
         let iptables = r.iptables.map_or_else(
-            || "pending (not built yet)".to_string(),
+            || "not measured".to_string(),
             |l| format!("{} / {}", time(l.connect.median), time(l.connect.p99)),
         );
         let _ = writeln!(
