@@ -152,6 +152,9 @@ struct Steps {
     adds: Vec<Operation>,
     element_adds: Vec<Operation>,
     rules: Vec<Operation>,
+    /// Elements of maps created in this plan whose rules are cheaper to add while the map is
+    /// empty ([`Container::create`]).
+    elements_after_rules: Vec<Operation>,
     chain_deletes: Vec<Operation>,
     table_deletes: Vec<Operation>,
     stale_chains: Vec<(Family, String)>,
@@ -185,6 +188,7 @@ impl Steps {
             self.adds,
             self.element_adds,
             self.rules,
+            self.elements_after_rules,
             self.chain_deletes,
             self.table_deletes,
         ]
@@ -244,6 +248,10 @@ trait Container: Clone {
     fn diff_elements(&self, before: &Self, family: Family, steps: &mut Steps);
     /// The same elements in the same order.
     fn same_elements(&self, other: &Self) -> bool;
+    /// Creates it, with its elements in the same operation.
+    fn create(&self, family: Family, steps: &mut Steps) {
+        steps.adds.push(Operation::Add(family, self.to_object()));
+    }
 }
 
 impl Container for Set {
@@ -367,6 +375,27 @@ impl Container for EndpointMap {
         Object::EndpointMap(self.clone())
     }
 
+    /// Created empty and filled after the rules: when a rule that reads a map is added, the
+    /// kernel walks every element of the map (`nf_tables_bind_set`), so in a cold apply 10,000
+    /// DNAT rules binding to filled maps walked some 1.8 million ranges.
+    fn create(&self, family: Family, steps: &mut Steps) {
+        let empty = EndpointMap {
+            name: self.name.clone(),
+            comment: self.comment.clone(),
+            elements: Vec::new(),
+        };
+        steps
+            .adds
+            .push(Operation::Add(family, Object::EndpointMap(empty)));
+        if !self.elements.is_empty() {
+            steps.elements_after_rules.push(Operation::AddEndpoints(
+                family,
+                self.name.clone(),
+                self.elements.clone(),
+            ));
+        }
+    }
+
     fn diff_elements(&self, before: &Self, family: Family, steps: &mut Steps) {
         // A range is its bounds and its target: a range that keeps its bounds but changes
         // endpoint is deleted and added again, in one transaction.
@@ -418,13 +447,9 @@ fn diff_containers<T: Container>(
                 steps
                     .object_deletes
                     .push(Operation::DeleteSet(family, container.name().to_string()));
-                steps
-                    .adds
-                    .push(Operation::Add(family, container.to_object()));
+                container.create(family, steps);
             }
-            None => steps
-                .adds
-                .push(Operation::Add(family, container.to_object())),
+            None => container.create(family, steps),
         }
     }
 }

@@ -66,6 +66,44 @@ fn a_cold_start_creates_everything_once() {
 }
 
 #[test]
+fn a_cold_start_fills_endpoint_maps_after_the_rules_that_read_them() {
+    // Adding a rule that reads a map makes the kernel walk the map's elements; an empty map
+    // makes that walk free.
+    let state = kproxy_synthetic::cluster(50, 3);
+    let plan = plan(None, &rules(&state), &[]);
+    let ops = &plan.operations;
+    let last_rule = ops
+        .iter()
+        .rposition(|o| matches!(o, Operation::AddRule(..)))
+        .expect("rules");
+    let mut created = 0;
+    for (at, op) in ops.iter().enumerate() {
+        match op {
+            Operation::Add(_, kproxy_syncer::Object::EndpointMap(map)) => {
+                assert!(
+                    map.elements.is_empty(),
+                    "{} created with its ranges",
+                    map.name
+                );
+                assert!(at < last_rule);
+                created += 1;
+            }
+            Operation::AddEndpoints(_, map, ranges) => {
+                assert!(at > last_rule, "ranges of {map} before a rule");
+                assert!(!ranges.is_empty());
+            }
+            _ => {}
+        }
+    }
+    assert!(created > 0);
+    let filled = ops
+        .iter()
+        .filter(|o| matches!(o, Operation::AddEndpoints(..)))
+        .count();
+    assert_eq!(filled, created, "one element operation per map");
+}
+
+#[test]
 fn removed_chains_are_flushed_now_and_deleted_by_the_next_plan() {
     let mut state = kproxy_synthetic::cluster(60, 2);
     let before = rules(&state);
