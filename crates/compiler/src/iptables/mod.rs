@@ -44,7 +44,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use kproxy_model::{FamilyPort, IpFamily, ProxyState, ServicePort, TrafficPolicy};
+use kproxy_model::{FamilyPort, IpFamily, NodeInfo, ProxyState, ServicePort, TrafficPolicy};
 
 use crate::options::{NodePortMatch, Options};
 use ir::{Chain, ChainKind, FamilyRules, Rule, Ruleset, Table, TableName};
@@ -53,18 +53,30 @@ use ir::{Chain, ChainKind, FamilyRules, Rule, Ruleset, Table, TableName};
 /// always, IPv6 when a Service, the node or a cluster CIDR has an IPv6 address), as the
 /// nftables compiler chooses its tables.
 pub fn compile(state: &ProxyState, options: &Options) -> Ruleset {
+    let ports: Vec<&ServicePort> = state.ports.iter().collect();
+    compile_ports(&state.node, &ports, options)
+}
+
+/// [`compile`] of `ports` (in Service port order) on `node`: for a caller that keeps its ports
+/// elsewhere, such as the daemon's by-name map, and need not copy them into a [`ProxyState`]
+/// for every sync.
+pub fn compile_ports(node: &NodeInfo, ports: &[&ServicePort], options: &Options) -> Ruleset {
     let families = IpFamily::ALL
         .into_iter()
-        .filter(|&family| family == IpFamily::V4 || family_in_use(state, options, family))
-        .map(|family| compile_family(state, options, family))
+        .filter(|&family| family == IpFamily::V4 || family_in_use(node, ports, options, family))
+        .map(|family| compile_ports_family(node, ports, options, family))
         .collect();
     Ruleset { families }
 }
 
-fn family_in_use(state: &ProxyState, options: &Options, family: IpFamily) -> bool {
-    state.ports.iter().any(|p| p.family(family).is_some())
-        || state
-            .node
+fn family_in_use(
+    node: &NodeInfo,
+    ports: &[&ServicePort],
+    options: &Options,
+    family: IpFamily,
+) -> bool {
+    ports.iter().any(|p| p.family(family).is_some())
+        || node
             .primary_ips
             .iter()
             .any(|ip| IpFamily::of(*ip) == family)
@@ -78,8 +90,17 @@ pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
 
 /// Compiles one family.
 pub fn compile_family(state: &ProxyState, options: &Options, family: IpFamily) -> FamilyRules {
-    let endpoints: usize = state
-        .ports
+    let ports: Vec<&ServicePort> = state.ports.iter().collect();
+    compile_ports_family(&state.node, &ports, options, family)
+}
+
+fn compile_ports_family(
+    node: &NodeInfo,
+    ports: &[&ServicePort],
+    options: &Options,
+    family: IpFamily,
+) -> FamilyRules {
+    let endpoints: usize = ports
         .iter()
         .filter_map(|p| p.family(family))
         .map(|f| f.endpoints.cluster.len())
@@ -89,7 +110,7 @@ pub fn compile_family(state: &ProxyState, options: &Options, family: IpFamily) -
         family,
         cluster_cidrs: options.cluster_cidrs(family),
         masquerade_all: options.masquerade_all,
-        nodeport: options.nodeport_match(family, &state.node),
+        nodeport: options.nodeport_match(family, node),
         nat_services: Vec::new(),
         nat_nodeports: Vec::new(),
         nat_chains: Vec::new(),
@@ -100,7 +121,7 @@ pub fn compile_family(state: &ProxyState, options: &Options, family: IpFamily) -
         mangle_chains: Vec::new(),
         cluster_ips: BTreeSet::new(),
     };
-    for port in &state.ports {
+    for &port in ports {
         let Some(family_port) = port.family(family) else {
             continue;
         };

@@ -199,11 +199,11 @@ impl Backend {
                         }
                     }
                 }
-                let whole = ProxyState {
-                    node: node.clone(),
-                    ports: ports.values().cloned().collect(),
-                };
-                let report = syncer.sync(&kproxy_compiler::iptables::compile(&whole, options))?;
+                // The whole state is compiled (iptables mode has no incremental compiler), from
+                // the kept ports as they are: no copy of every port per sync.
+                let ports: Vec<&ServicePort> = ports.values().collect();
+                let rules = kproxy_compiler::iptables::compile_ports(node, &ports, options);
+                let report = syncer.sync(&rules)?;
                 log_iptables(&report);
                 Ok(None)
             }
