@@ -62,6 +62,11 @@ pub struct Row {
     pub apply: f64,
     pub cluster_ip: Latency,
     pub direct: Latency,
+    /// The probe's ClusterIP on a second node that holds only [`BASELINE_SERVICES`] Services,
+    /// measured interleaved with `cluster_ip`: the same machine conditions, so the two p50s
+    /// compare (measured minutes apart, they drift by more than the 10 % the target allows).
+    #[serde(default)]
+    pub baseline: Option<Latency>,
     /// The ClusterIP latency with iptables mode's rules (legacy backend); `None` when not
     /// measured (over [`IPTABLES_MAX`], or no `iptables-legacy` on the machine).
     pub iptables: Option<Latency>,
@@ -73,8 +78,17 @@ pub struct Latency {
     pub failures: usize,
 }
 
+/// The baseline node's size.
+pub const BASELINE_SERVICES: usize = 100;
+/// Connects to one node before switching to the other (a switch enters another namespace).
+const CHUNK: usize = 20;
+
 pub fn measure(sizes: &[usize], connects: usize) -> anyhow::Result<Dataplane> {
     let topology = Topology::builder("bench-dp")
+        .pod(CLIENT, "10.244.1.10")
+        .pod(BACKEND, "10.244.2.10")
+        .build();
+    let baseline = Topology::builder("bench-dpb")
         .pod(CLIENT, "10.244.1.10")
         .pod(BACKEND, "10.244.2.10")
         .build();
@@ -90,6 +104,13 @@ pub fn measure(sizes: &[usize], connects: usize) -> anyhow::Result<Dataplane> {
     options
         .cluster_cidrs
         .push(IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 244, 0, 0)), 16)?);
+
+    let base_state = with_probe(BASELINE_SERVICES, node.clone(), backend);
+    baseline
+        .node()
+        .exec(|| Syncer::default().sync(compile(&base_state, &options)))
+        .context("programming the baseline node")?;
+    drop(base_state);
 
     let mut syncer = Syncer::default();
     let mut rows = Vec::with_capacity(sizes.len());
@@ -110,10 +131,8 @@ pub fn measure(sizes: &[usize], connects: usize) -> anyhow::Result<Dataplane> {
 
         let cluster_ip = SocketAddr::from((PROBE_IP, PROBE_PORT));
         let pod_ip = SocketAddr::from((backend, DEFAULT_PORT));
-        let (cluster_ip_latency, direct) = topology
-            .pod(CLIENT)
-            .ns()
-            .exec(|| alternate(cluster_ip, pod_ip, connects));
+        let (cluster_ip_latency, direct, base) =
+            interleaved(&topology, &baseline, cluster_ip, pod_ip, connects);
         anyhow::ensure!(
             cluster_ip_latency.failures < connects,
             "no connect to the probe's ClusterIP succeeded at {services} Services"
@@ -141,6 +160,7 @@ pub fn measure(sizes: &[usize], connects: usize) -> anyhow::Result<Dataplane> {
             apply: apply.as_secs_f64(),
             cluster_ip: cluster_ip_latency,
             direct,
+            baseline: Some(base),
             iptables,
         });
     }
@@ -176,6 +196,59 @@ fn in_iptables_mode<T>(
     node.exec(|| kproxy_syncer::iptables::cleanup(LEGACY, false))
         .context("removing iptables mode's rules")?;
     Ok(measured)
+}
+
+/// `connects` connects each to the ClusterIP and the pod IP of `node` and to the ClusterIP of
+/// `baseline`, interleaved in chunks, so all three see the same machine.
+fn interleaved(
+    node: &Topology,
+    baseline: &Topology,
+    cluster_ip: SocketAddr,
+    pod_ip: SocketAddr,
+    connects: usize,
+) -> (Latency, Latency, Latency) {
+    let (client, base_client) = (node.pod(CLIENT).ns(), baseline.pod(CLIENT).ns());
+    base_client.exec(|| {
+        for _ in 0..WARMUP {
+            let _ = connect(cluster_ip);
+        }
+    });
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    let mut failures = [0; 3];
+    let mut record = |which: usize, time: Option<Duration>| match time {
+        Some(t) => times[which].push(t),
+        None => failures[which] += 1,
+    };
+    let mut done = 0;
+    let mut first = true;
+    while done < connects {
+        let chunk = CHUNK.min(connects - done);
+        let pairs = client.exec(|| {
+            if std::mem::take(&mut first) {
+                for _ in 0..WARMUP {
+                    let _ = connect(cluster_ip);
+                    let _ = connect(pod_ip);
+                }
+            }
+            (0..chunk)
+                .map(|_| (connect(cluster_ip), connect(pod_ip)))
+                .collect::<Vec<_>>()
+        });
+        for (a, b) in pairs {
+            record(0, a);
+            record(1, b);
+        }
+        let base = base_client.exec(|| (0..chunk).map(|_| connect(cluster_ip)).collect::<Vec<_>>());
+        for c in base {
+            record(2, c);
+        }
+        done += chunk;
+    }
+    let latency = |which: usize| Latency {
+        connect: Summary::of(&times[which]),
+        failures: failures[which],
+    };
+    (latency(0), latency(1), latency(2))
 }
 
 /// `connects` connects to each address, alternating so both see the same conditions.

@@ -221,11 +221,14 @@ fn dataplane(md: &mut String, results: &Results) {
          From a pod namespace through the node namespace (veths, forwarding) to one backend pod; \
          {} connects to each address, alternating, after 100 each to warm up. *ClusterIP*: the \
          Service created last, through kproxy's nftables rules; *pod IP*: the same backend \
-         directly (the floor); *iptables mode*: the ClusterIP again with iptables mode's rules \
-         (legacy backend) instead, up to {} Services. p50 / p99.\n\n\
-         | Services | ClusterIP (nftables) | pod IP (floor) | ClusterIP − floor, p50 | failed connects | ClusterIP (iptables mode) |\n\
-         |---|---|---|---|---|---|",
+         directly (the floor); *100-Service node*: the probe's ClusterIP on a second node that \
+         holds only {} Services, interleaved with the other two (in chunks of 20), so the sizes \
+         compare under the same conditions; *iptables mode*: the ClusterIP again with iptables \
+         mode's rules (legacy backend) instead, up to {} Services. p50 / p99.\n\n\
+         | Services | ClusterIP (nftables) | pod IP (floor) | ClusterIP − floor, p50 | 100-Service node | failed connects | ClusterIP (iptables mode) |\n\
+         |---|---|---|---|---|---|---|",
         count(d.connects),
+        count(crate::dataplane::BASELINE_SERVICES),
         count(crate::dataplane::IPTABLES_MAX)
     );
     for r in &d.rows {
@@ -235,9 +238,13 @@ fn dataplane(md: &mut String, results: &Results) {
             || "not measured".to_string(),
             |l| format!("{} / {}", time(l.connect.median), time(l.connect.p99)),
         );
+        let baseline = r.baseline.map_or_else(
+            || "not measured".to_string(),
+            |l| format!("{} / {}", time(l.connect.median), time(l.connect.p99)),
+        );
         let _ = writeln!(
             md,
-            "| {} | {} / {} | {} / {} | {} | {} + {} | {iptables} |",
+            "| {} | {} / {} | {} / {} | {} | {baseline} | {} + {} | {iptables} |",
             count(r.services),
             time(c.median),
             time(c.p99),
