@@ -5,6 +5,7 @@
 //! from a resourceVersion older than the compaction point gets `410 Gone` ("Expired").
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
@@ -217,7 +218,6 @@ impl Store {
                     .is_none_or(|(ns, name)| (&key.namespace, &key.name) > (ns, name))
             })));
         }
-        use std::ops::Bound;
         let start = match after {
             Some((namespace, name)) => Bound::Excluded(Key {
                 resource,
