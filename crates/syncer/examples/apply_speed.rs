@@ -5,11 +5,9 @@
 //! --example apply_speed -- 1000 10000 50000`. Prints a Markdown table for
 //! docs/benchmarks.md.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use kproxy_compiler::{compile, Options};
-use kproxy_model::{Endpoint, ProxyState, SessionAffinity, TrafficPolicy};
 use kproxy_syncer::Syncer;
 use kproxy_testkit::NetNs;
 
@@ -52,7 +50,7 @@ fn main() {
         let mut transactions = Vec::with_capacity(CHANGES);
         let mut plans = Vec::with_capacity(CHANGES);
         for i in 0..CHANGES {
-            toggle_endpoint(&mut state, i);
+            kproxy_synthetic::toggle_endpoint(&mut state, i);
             let desired = compile(&state, &options);
             let start = Instant::now();
             let report = node.exec(|| syncer.sync(desired)).expect("endpoint change");
@@ -76,33 +74,6 @@ fn main() {
             ms(changes[CHANGES / 2]),
             ms(changes[CHANGES - 1]),
         );
-    }
-}
-
-/// Adds an endpoint to the first plain ClusterIP Service port on even calls and removes it
-/// on odd ones.
-fn toggle_endpoint(state: &mut ProxyState, call: usize) {
-    let port = state
-        .ports
-        .iter_mut()
-        .find(|p| {
-            p.affinity == SessionAffinity::None
-                && p.internal_policy == TrafficPolicy::Cluster
-                && !p.is_externally_reachable()
-                && p.families[0].endpoints.any_usable
-        })
-        .expect("a plain ClusterIP Service port");
-    let endpoints = &mut port.families[0].endpoints;
-    let addr: IpAddr = "10.127.0.1".parse().expect("an address");
-    if call % 2 == 0 {
-        endpoints.cluster.push(Endpoint {
-            addr,
-            port: 8080,
-            local: false,
-        });
-        endpoints.cluster.sort();
-    } else {
-        endpoints.cluster.retain(|e| e.addr != addr);
     }
 }
 

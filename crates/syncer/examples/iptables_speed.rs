@@ -8,11 +8,10 @@
 //! semantics notes measured 1,033 s for 5,000 Services), so it is measured only up to
 //! `KPROXY_BENCH_NFT_MAX` Services (default 2,000).
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use kproxy_compiler::{compile, iptables, Options};
-use kproxy_model::{Endpoint, IpFamily, ProxyState, SessionAffinity, TrafficPolicy};
+use kproxy_model::{IpFamily, ProxyState};
 use kproxy_syncer::iptables::{IptablesSyncer, Tools, Variant};
 use kproxy_syncer::Syncer;
 use kproxy_testkit::NetNs;
@@ -76,7 +75,7 @@ fn nftables_row(services: usize, base: &ProxyState, options: &Options) {
     let cold = start.elapsed();
     let mut changes = Vec::with_capacity(CHANGES);
     for i in 0..CHANGES {
-        toggle_endpoint(&mut state, i);
+        kproxy_synthetic::toggle_endpoint(&mut state, i);
         let desired = compile(&state, options);
         let start = Instant::now();
         node.exec(|| syncer.sync(desired)).expect("endpoint change");
@@ -110,7 +109,7 @@ fn iptables_row(services: usize, base: &ProxyState, options: &Options, tools: To
     let mut input_lines = 0;
     let verbose = std::env::var_os("KPROXY_BENCH_VERBOSE").is_some();
     for i in 0..CHANGES {
-        toggle_endpoint(&mut state, i);
+        kproxy_synthetic::toggle_endpoint(&mut state, i);
         // The compile is included: iptables mode compiles the whole state each sync.
         let start = Instant::now();
         let desired = iptables::compile(&state, options);
@@ -152,33 +151,6 @@ fn iptables_row(services: usize, base: &ProxyState, options: &Options, tools: To
         ms(changes[CHANGES / 2]),
         ms(changes[CHANGES - 1]),
     );
-}
-
-/// Adds an endpoint to the first plain ClusterIP Service port on even calls and removes it
-/// on odd ones (as `apply_speed` does).
-fn toggle_endpoint(state: &mut ProxyState, call: usize) {
-    let port = state
-        .ports
-        .iter_mut()
-        .find(|p| {
-            p.affinity == SessionAffinity::None
-                && p.internal_policy == TrafficPolicy::Cluster
-                && !p.is_externally_reachable()
-                && p.families[0].endpoints.any_usable
-        })
-        .expect("a plain ClusterIP Service port");
-    let endpoints = &mut port.families[0].endpoints;
-    let addr: IpAddr = "10.127.0.1".parse().expect("an address");
-    if call % 2 == 0 {
-        endpoints.cluster.push(Endpoint {
-            addr,
-            port: 8080,
-            local: false,
-        });
-        endpoints.cluster.sort();
-    } else {
-        endpoints.cluster.retain(|e| e.addr != addr);
-    }
 }
 
 fn ms(d: Duration) -> String {

@@ -44,8 +44,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use kproxy_model::{
-    EndpointConditions, IpFamily, NodeInfo, PortSpec, Protocol, ProxyState, ServiceSpec,
-    SessionAffinity, SliceEndpoint, SlicePort, SliceSpec, TrafficPolicy,
+    Endpoint, EndpointConditions, IpFamily, NodeInfo, PortSpec, Protocol, ProxyState, ServicePort,
+    ServiceSpec, SessionAffinity, SliceEndpoint, SlicePort, SliceSpec, TrafficPolicy,
 };
 
 /// The node the state is built for.
@@ -142,6 +142,45 @@ pub fn pod_cidrs() -> Vec<IpNet> {
 /// The state of [`node`] in a cluster of `services` Services, each with
 /// `endpoints_per_service` ready endpoints (none for [`Kind::NoEndpoints`]).
 ///
+/// A plain ClusterIP Service port with endpoints: no affinity, Cluster traffic policy, not
+/// reachable from outside. Its `service-…` chain is one DNAT rule, so one endpoint change of
+/// it is the cheapest change there is: what the benchmarks and tests of a change use.
+pub fn is_plain(port: &ServicePort) -> bool {
+    port.affinity == SessionAffinity::None
+        && port.internal_policy == TrafficPolicy::Cluster
+        && !port.is_externally_reachable()
+        && port.families[0].endpoints.any_usable
+}
+
+/// The endpoint [`toggle_endpoint`] adds and removes: on another node, in a range no
+/// synthetic pod uses.
+pub const EXTRA_ENDPOINT: Endpoint = Endpoint {
+    addr: IpAddr::V4(Ipv4Addr::new(10, 127, 0, 1)),
+    port: 8080,
+    local: false,
+};
+
+/// Adds [`EXTRA_ENDPOINT`] to the first [plain](is_plain) port of `state` on even `call`s and
+/// removes it on odd ones, so a series of calls alternates between two states.
+///
+/// # Panics
+///
+/// When `state` has no plain port.
+pub fn toggle_endpoint(state: &mut ProxyState, call: usize) {
+    let port = state
+        .ports
+        .iter_mut()
+        .find(|p| is_plain(p))
+        .expect("a plain ClusterIP Service port");
+    let endpoints = &mut port.families[0].endpoints.cluster;
+    if call % 2 == 0 {
+        endpoints.push(EXTRA_ENDPOINT);
+        endpoints.sort();
+    } else {
+        endpoints.retain(|e| e.addr != EXTRA_ENDPOINT.addr);
+    }
+}
+
 /// # Panics
 ///
 /// When `services` exceeds [`MAX_SERVICES`], or the endpoints exceed [`MAX_ENDPOINTS`].

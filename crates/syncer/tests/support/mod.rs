@@ -5,11 +5,9 @@
 
 pub mod listing;
 
-use std::net::IpAddr;
-
 use kproxy_compiler::ir::Ruleset;
 use kproxy_compiler::{compile, Options};
-use kproxy_model::{Endpoint, ProxyState, SessionAffinity, TrafficPolicy};
+use kproxy_model::{ProxyState, SessionAffinity, TrafficPolicy};
 
 pub fn options() -> Options {
     Options {
@@ -22,30 +20,13 @@ pub fn rules(state: &ProxyState) -> Ruleset {
     compile(state, &options())
 }
 
-/// A plain ClusterIP Service port with endpoints: its `service-…` chain holds one DNAT rule.
-pub fn plain(port: &kproxy_model::ServicePort) -> bool {
-    port.affinity == SessionAffinity::None
-        && port.internal_policy == TrafficPolicy::Cluster
-        && !port.is_externally_reachable()
-        && port.families[0].endpoints.any_usable
-}
+pub use kproxy_synthetic::is_plain as plain;
 
 /// Adds a remote endpoint to the first plain ClusterIP Service port.
 pub fn add_endpoint(state: &mut ProxyState) {
-    let port = state
-        .ports
-        .iter_mut()
-        .find(|p| plain(p))
-        .expect("a plain ClusterIP port");
-    let family = &mut port.families[0];
-    let addr: IpAddr = "10.127.0.1".parse().unwrap();
-    family.endpoints.cluster.push(Endpoint {
-        addr,
-        port: 8080,
-        local: false,
-    });
-    family.endpoints.cluster.sort();
+    kproxy_synthetic::toggle_endpoint(state, 0);
 }
+
 /// The state changes the kernel test walks through, each applied to the previous state.
 pub fn steps() -> Vec<(&'static str, ProxyState)> {
     let base = kproxy_synthetic::cluster(60, 3);
