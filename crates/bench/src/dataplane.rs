@@ -143,7 +143,7 @@ pub fn measure(sizes: &[usize], connects: usize) -> anyhow::Result<Dataplane> {
                 topology
                     .pod(CLIENT)
                     .ns()
-                    .exec(|| alternate(cluster_ip, pod_ip, connects).0)
+                    .exec(|| repeated(cluster_ip, connects))
             })?;
             anyhow::ensure!(
                 latency.failures < connects,
@@ -208,72 +208,74 @@ fn interleaved(
     connects: usize,
 ) -> (Latency, Latency, Latency) {
     let (client, base_client) = (node.pod(CLIENT).ns(), baseline.pod(CLIENT).ns());
+    client.exec(|| {
+        for _ in 0..WARMUP {
+            let _ = connect(cluster_ip);
+            let _ = connect(pod_ip);
+        }
+    });
     base_client.exec(|| {
         for _ in 0..WARMUP {
             let _ = connect(cluster_ip);
         }
     });
-    let mut times = [Vec::new(), Vec::new(), Vec::new()];
-    let mut failures = [0; 3];
-    let mut record = |which: usize, time: Option<Duration>| match time {
-        Some(t) => times[which].push(t),
-        None => failures[which] += 1,
-    };
+    let (mut cluster, mut pod, mut base) =
+        (Samples::default(), Samples::default(), Samples::default());
     let mut done = 0;
-    let mut first = true;
     while done < connects {
         let chunk = CHUNK.min(connects - done);
         let pairs = client.exec(|| {
-            if std::mem::take(&mut first) {
-                for _ in 0..WARMUP {
-                    let _ = connect(cluster_ip);
-                    let _ = connect(pod_ip);
-                }
-            }
             (0..chunk)
                 .map(|_| (connect(cluster_ip), connect(pod_ip)))
                 .collect::<Vec<_>>()
         });
         for (a, b) in pairs {
-            record(0, a);
-            record(1, b);
+            cluster.record(a);
+            pod.record(b);
         }
-        let base = base_client.exec(|| (0..chunk).map(|_| connect(cluster_ip)).collect::<Vec<_>>());
-        for c in base {
-            record(2, c);
+        let times =
+            base_client.exec(|| (0..chunk).map(|_| connect(cluster_ip)).collect::<Vec<_>>());
+        for time in times {
+            base.record(time);
         }
         done += chunk;
     }
-    let latency = |which: usize| Latency {
-        connect: Summary::of(&times[which]),
-        failures: failures[which],
-    };
-    (latency(0), latency(1), latency(2))
+    (cluster.latency(), pod.latency(), base.latency())
 }
 
-/// `connects` connects to each address, alternating so both see the same conditions.
-fn alternate(a: SocketAddr, b: SocketAddr, connects: usize) -> (Latency, Latency) {
+/// `connects` connects to `to`, after a warm-up.
+fn repeated(to: SocketAddr, connects: usize) -> Latency {
     for _ in 0..WARMUP {
-        let _ = connect(a);
-        let _ = connect(b);
+        let _ = connect(to);
     }
-    let (mut times_a, mut times_b) = (Vec::with_capacity(connects), Vec::with_capacity(connects));
-    let (mut failures_a, mut failures_b) = (0, 0);
+    let mut samples = Samples::default();
     for _ in 0..connects {
-        match connect(a) {
-            Some(t) => times_a.push(t),
-            None => failures_a += 1,
-        }
-        match connect(b) {
-            Some(t) => times_b.push(t),
-            None => failures_b += 1,
+        samples.record(connect(to));
+    }
+    samples.latency()
+}
+
+/// Connect times to one address, and how many connects failed.
+#[derive(Default)]
+struct Samples {
+    times: Vec<Duration>,
+    failures: usize,
+}
+
+impl Samples {
+    fn record(&mut self, time: Option<Duration>) {
+        match time {
+            Some(t) => self.times.push(t),
+            None => self.failures += 1,
         }
     }
-    let latency = |times: &[Duration], failures| Latency {
-        connect: Summary::of(times),
-        failures,
-    };
-    (latency(&times_a, failures_a), latency(&times_b, failures_b))
+
+    fn latency(&self) -> Latency {
+        Latency {
+            connect: Summary::of(&self.times),
+            failures: self.failures,
+        }
+    }
 }
 
 /// The time `connect(2)` takes, or `None` if it failed.

@@ -234,14 +234,14 @@ fn dataplane(md: &mut String, results: &Results) {
     for r in &d.rows {
         let c = r.cluster_ip.connect;
         let f = r.direct.connect;
-        let iptables = r.iptables.map_or_else(
-            || "not measured".to_string(),
-            |l| format!("{} / {}", time(l.connect.median), time(l.connect.p99)),
-        );
-        let baseline = r.baseline.map_or_else(
-            || "not measured".to_string(),
-            |l| format!("{} / {}", time(l.connect.median), time(l.connect.p99)),
-        );
+        // p50 / p99, or why there is none.
+        let cell = |latency: Option<crate::dataplane::Latency>| {
+            latency.map_or_else(
+                || "not measured".to_string(),
+                |l| format!("{} / {}", time(l.connect.median), time(l.connect.p99)),
+            )
+        };
+        let (baseline, iptables) = (cell(r.baseline), cell(r.iptables));
         let _ = writeln!(
             md,
             "| {} | {} / {} | {} / {} | {} | {baseline} | {} + {} | {iptables} |",
