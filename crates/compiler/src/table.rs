@@ -408,17 +408,12 @@ impl PortContext<'_> {
 
     /// The `service-…` chain (cluster-wide endpoints) is reachable.
     pub fn uses_cluster_chain(&self) -> bool {
-        let external_cluster = self.port.is_externally_reachable()
-            && self.port.external_policy == TrafficPolicy::Cluster;
-        self.has_endpoints()
-            && (self.port.internal_policy == TrafficPolicy::Cluster || external_cluster)
+        self.port.uses_cluster_endpoints(self.family)
     }
 
     /// The `local-…` chain (endpoints on this node) is reachable.
     pub fn uses_local_chain(&self) -> bool {
-        !self.family.endpoints.local.is_empty()
-            && (self.port.internal_policy == TrafficPolicy::Local
-                || self.port.effective_external_policy() == TrafficPolicy::Local)
+        self.port.uses_local_endpoints(self.family)
     }
 }
 

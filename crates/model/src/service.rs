@@ -245,6 +245,23 @@ impl ServicePort {
     pub fn family(&self, family: IpFamily) -> Option<&FamilyPort> {
         self.families.iter().find(|f| f.family == family)
     }
+
+    /// Some traffic to `family` is spread over the cluster-wide endpoints: there are usable
+    /// ones, and ClusterIP traffic (internalTrafficPolicy Cluster) or external traffic
+    /// (externalTrafficPolicy Cluster) goes to them. Both proxy modes build that chain only then.
+    pub fn uses_cluster_endpoints(&self, family: &FamilyPort) -> bool {
+        let external_cluster =
+            self.is_externally_reachable() && self.external_policy == TrafficPolicy::Cluster;
+        family.endpoints.any_usable
+            && (self.internal_policy == TrafficPolicy::Cluster || external_cluster)
+    }
+
+    /// Some traffic to `family` is restricted to this node's endpoints, and there are some.
+    pub fn uses_local_endpoints(&self, family: &FamilyPort) -> bool {
+        !family.endpoints.local.is_empty()
+            && (self.internal_policy == TrafficPolicy::Local
+                || self.effective_external_policy() == TrafficPolicy::Local)
+    }
 }
 
 /// The addresses and endpoints of one Service port in one IP family.
