@@ -7,7 +7,7 @@
 //! otherwise the backend with more rules; a tie (a fresh node) goes to nf_tables.
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use kproxy_compiler::iptables::ir::TableName;
 use kproxy_model::IpFamily;
@@ -89,10 +89,7 @@ impl Tools {
     pub fn restore(&self, family: IpFamily, input: &str) -> Result<(), IptablesError> {
         let program = self.program(family, "-restore");
         let mut args = vec!["--noflush"];
-        if self.variant != Variant::Nft {
-            // Wait for the x_tables lock instead of failing when another writer holds it.
-            args.extend(["-w", "5"]);
-        }
+        args.extend(self.lock_wait());
         let mut child = Command::new(&program)
             .args(&args)
             .stdin(Stdio::piped())
@@ -113,13 +110,16 @@ impl Tools {
                 program: program.clone(),
                 source,
             })?;
-        if out.status.success() {
-            Ok(())
+        succeeded(&out, || format!("{program} {}", args.join(" ")))
+    }
+
+    /// `-w 5` on legacy backends: wait for the x_tables lock instead of failing when another
+    /// writer holds it (nf_tables has no such lock).
+    fn lock_wait(&self) -> &'static [&'static str] {
+        if self.variant == Variant::Nft {
+            &[]
         } else {
-            Err(IptablesError::Failed {
-                command: format!("{program} {}", args.join(" ")),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            })
+            &["-w", "5"]
         }
     }
 
@@ -127,9 +127,7 @@ impl Tools {
     fn command(&self, family: IpFamily) -> (String, Command) {
         let program = self.program(family, "");
         let mut command = Command::new(&program);
-        if self.variant != Variant::Nft {
-            command.args(["-w", "5"]);
-        }
+        command.args(self.lock_wait());
         (program, command)
     }
 
@@ -156,14 +154,7 @@ impl Tools {
                 program: program.clone(),
                 source,
             })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(IptablesError::Failed {
-                command: format!("{program} {}", args.join(" ")),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            })
-        }
+        succeeded(&out, || format!("{program} {}", args.join(" ")))
     }
 
     /// `iptables-save -t <table>` output. A table the kernel does not have yet is empty.
@@ -193,6 +184,19 @@ fn choose(nft: (bool, usize), legacy: (bool, usize)) -> Variant {
         (false, true) => Variant::Legacy,
         _ if legacy.1 > nft.1 => Variant::Legacy,
         _ => Variant::Nft,
+    }
+}
+
+/// `Ok` when the command that gave `out` succeeded, else the error naming it (`command_line`)
+/// with what it printed on stderr.
+fn succeeded(out: &Output, command_line: impl FnOnce() -> String) -> Result<(), IptablesError> {
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(IptablesError::Failed {
+            command: command_line(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
