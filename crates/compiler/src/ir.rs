@@ -84,6 +84,15 @@ pub struct Set {
     pub elements: Vec<Vec<Value>>,
 }
 
+impl Set {
+    /// nft accepts no `type integer`, so a key with an integer field is declared `typeof`,
+    /// each field by an expression of its type; the renderer and the netlink lowering must
+    /// agree on when.
+    pub fn declared_by_typeof(&self) -> bool {
+        self.key.contains(&DataType::Integer)
+    }
+}
+
 /// A named map. kproxy's named maps are verdict maps: they dispatch a packet to the chain
 /// of the Service port it is addressed to, in one hash lookup whatever the number of Services.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

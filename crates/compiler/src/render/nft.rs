@@ -61,7 +61,7 @@ pub fn family(family: Family) -> &'static str {
 /// A set block (`set NAME { … }`), indented for use inside a table block.
 pub fn set(out: &mut String, fam: Family, set: &Set) -> fmt::Result {
     writeln!(out, "\tset {} {{", set.name)?;
-    if set.key.contains(&DataType::Integer) {
+    if set.declared_by_typeof() {
         out.push_str("\t\ttypeof ");
         key_typeof(out, fam, &set.key);
     } else {

@@ -231,7 +231,7 @@ impl Lowering {
             Vec::new()
         };
         let mut spec = key_spec(handle.clone(), &set.key, set.comment.as_deref());
-        if set.key.contains(&DataType::Integer) {
+        if set.declared_by_typeof() {
             // Declared with `typeof`, as nft must: see `typeof_udata`.
             spec.userdata = typeof_udata::set_key(self.family, &set.key);
             spec.userdata
