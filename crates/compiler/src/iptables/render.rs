@@ -54,12 +54,22 @@ pub fn full(family: &FamilyRules) -> String {
 /// flushes them), the rules of `chains`, deletions of the `stale` chains, and `COMMIT`. Every
 /// declaration comes before any rule, so a rule may jump to a chain declared after its own,
 /// and every `-X` comes last, after every rule that jumped to the chain was rewritten.
+///
+/// Declarations come in descending name order. The nf_tables backend of `iptables-restore`
+/// (1.8.7 and later) keeps its chain cache sorted by name and inserts each new chain by
+/// walking that list from the smallest name to the first one not smaller: declared in
+/// ascending order, every chain walks the whole list, quadratic in the number of chains (8.2 s
+/// of a 1,000-Service restore was that walk's `strcmp`); declared in descending order, every
+/// chain stops at the first entry. The legacy backend does not care (measured the same).
 pub(crate) fn table_text(table: TableName, chains: &[&Chain], stale: &[String], out: &mut String) {
     let _ = writeln!(out, "*{}", table.as_str());
-    for chain in chains {
-        let _ = writeln!(out, ":{} - [0:0]", chain.name);
-    }
-    for name in stale {
+    let mut declared: Vec<&str> = chains
+        .iter()
+        .map(|chain| chain.name.as_str())
+        .chain(stale.iter().map(String::as_str))
+        .collect();
+    declared.sort_unstable_by(|a, b| b.cmp(a));
+    for name in declared {
         let _ = writeln!(out, ":{name} - [0:0]");
     }
     for chain in chains {

@@ -322,6 +322,42 @@ fn synthetic_clusters_are_self_consistent() {
     }
 }
 
+/// The nf_tables backend of `iptables-restore` inserts each declared chain into a list sorted
+/// by name, walking from the smallest: only descending declarations keep a restore linear in
+/// the number of chains (render.rs). Full and partial inputs, every table, stale chains too.
+#[test]
+fn restores_declare_chains_in_descending_name_order() {
+    fn assert_descending(text: &str) {
+        let mut declared = 0;
+        for table in text.split("COMMIT\n").filter(|t| !t.is_empty()) {
+            let names: Vec<&str> = table
+                .lines()
+                .filter_map(|line| line.strip_prefix(':'))
+                .filter_map(|line| line.split(' ').next())
+                .collect();
+            assert!(
+                names.windows(2).all(|pair| pair[0] > pair[1]),
+                "not strictly descending: {names:?}"
+            );
+            declared += names.len();
+        }
+        assert!(declared > 0, "no declaration in {text}");
+    }
+    let options = Options {
+        cluster_cidrs: kproxy_synthetic::pod_cidrs(),
+        ..Options::default()
+    };
+    let before = kproxy_synthetic::cluster(200, 3);
+    let rules = compile_family(&before, &options, IpFamily::V4);
+    assert_descending(&render::full(&rules));
+    // Losing a Service leaves stale chains, declared (to flush them) among the written ones.
+    let mut after = before.clone();
+    after.ports.retain(|port| port.name.service != "svc-7");
+    let restore = partial(&rules, &compile_family(&after, &options, IpFamily::V4));
+    assert!(!restore.deleted.is_empty() && !restore.written.is_empty());
+    assert_descending(&restore.text);
+}
+
 /// A partial restore from `old` to `new`.
 fn partial(old: &FamilyRules, new: &FamilyRules) -> restore::Restore {
     restore::Applied::new(old).partial(new)
