@@ -2,7 +2,7 @@
 
 mod support;
 
-use kproxy_syncer::{plan, Operation};
+use kproxy_syncer::{plan, Object, Operation};
 use support::{add_endpoint, plain, rules};
 
 #[test]
@@ -56,7 +56,7 @@ fn a_cold_start_creates_everything_once() {
     );
     assert_eq!(count(|o| matches!(o, Operation::AddRule(..))), rules);
     assert_eq!(
-        count(|o| matches!(o, Operation::Add(_, kproxy_syncer::Object::Chain(_)))),
+        count(|o| matches!(o, Operation::Add(_, Object::Chain(_)))),
         chains
     );
     assert_eq!(
@@ -79,7 +79,7 @@ fn a_cold_start_fills_endpoint_maps_after_the_rules_that_read_them() {
     let mut created = 0;
     for (at, op) in ops.iter().enumerate() {
         match op {
-            Operation::Add(_, kproxy_syncer::Object::EndpointMap(map)) => {
+            Operation::Add(_, Object::EndpointMap(map)) => {
                 assert!(
                     map.elements.is_empty(),
                     "{} created with its ranges",
@@ -101,6 +101,36 @@ fn a_cold_start_fills_endpoint_maps_after_the_rules_that_read_them() {
         .filter(|o| matches!(o, Operation::AddEndpoints(..)))
         .count();
     assert_eq!(filled, created, "one element operation per map");
+}
+
+#[test]
+fn a_cold_start_creates_the_most_named_sets_first() {
+    // The kernel finds the set a rule names by walking the table's sets in creation order:
+    // the affinity set (two references per affinity endpoint rule) comes first, then the
+    // endpoint maps (one per DNAT rule), then the sets and maps few rules name.
+    let state = kproxy_synthetic::cluster(200, 3);
+    let plan = plan(None, &rules(&state), &[]);
+    let mut families = std::collections::BTreeMap::new();
+    for op in &plan.operations {
+        if let Operation::Add(family, object) = op {
+            let rank = match object {
+                Object::Set(set) if set.timeout.is_some() => 0,
+                Object::EndpointMap(_) => 1,
+                Object::Set(_) | Object::Map(_) => 2,
+                Object::Chain(_) => continue,
+            };
+            families.entry(*family).or_insert_with(Vec::new).push(rank);
+        }
+    }
+    assert_eq!(families.len(), 2, "both families have tables");
+    for (family, ranks) in families {
+        assert_eq!(ranks.iter().filter(|r| **r == 0).count(), 1, "{family:?}");
+        assert!(
+            ranks.contains(&1) && ranks.contains(&2),
+            "{family:?}: {ranks:?}"
+        );
+        assert!(ranks.is_sorted(), "{family:?} creation order: {ranks:?}");
+    }
 }
 
 #[test]
