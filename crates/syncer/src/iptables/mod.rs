@@ -75,7 +75,8 @@ pub struct FamilyReport {
     pub written: Vec<String>,
     /// Chains deleted, as `table/chain`.
     pub deleted: Vec<String>,
-    /// The restore input, for logs and tests.
+    /// The restore input, for logs and tests (a full restore on the nf_tables backend also
+    /// gets one `-S` per table: [`Tools::restore_full`]).
     pub input: String,
     /// Time the restore binary took.
     pub restore: Duration,
@@ -146,7 +147,11 @@ impl IptablesSyncer {
             return Ok(None);
         }
         let start = Instant::now();
-        self.tools.restore(family, &plan.text)?;
+        if full {
+            self.tools.restore_full(family, &plan.text)?;
+        } else {
+            self.tools.restore(family, &plan.text)?;
+        }
         let took = start.elapsed();
         if full {
             self.ensure_hooks(family, &next.hooks)?;
@@ -292,7 +297,7 @@ fn cleanup_family(
             tools.iptables_checked(family, &delete)?;
             report.hooks_deleted += 1;
         }
-        let chains: Vec<&String> = saved
+        let mut chains: Vec<&String> = saved
             .chains
             .iter()
             .filter(|c| naming::is_kproxy_chain(c))
@@ -309,6 +314,8 @@ fn cleanup_family(
             continue;
         }
         input.push_str(&format!("*{}\n", table.as_str()));
+        // Descending, as every restore declares chains (the compiler's render.rs says why).
+        chains.sort_unstable_by(|a, b| b.cmp(a));
         for chain in &chains {
             input.push_str(&format!(":{chain} - [0:0]\n"));
         }
@@ -319,7 +326,7 @@ fn cleanup_family(
         report.chains_deleted += chains.len();
     }
     if !input.is_empty() {
-        tools.restore(family, &input)?;
+        tools.restore_full(family, &input)?;
     }
     Ok(report)
 }

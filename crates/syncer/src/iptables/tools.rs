@@ -84,6 +84,25 @@ impl Tools {
         }
     }
 
+    /// Runs `<restore> --noflush` with `input` that writes every kproxy chain of its tables
+    /// (a full sync, or a cleanup): as [`restore`](Self::restore), with one cheap command added
+    /// per table on the nf_tables backend.
+    ///
+    /// iptables-nft-restore (1.8.7 and later) records, for every command of the input, the
+    /// chains it names in a list sorted by name, inserting each by a walk from the smallest, so
+    /// that it can later fetch only those chains from the kernel. With thousands of chains that
+    /// walk is quadratic: 2.0 of the 3.1 s that restoring 1,000 Services took, and nine minutes
+    /// at 10,000. A command naming no chain makes it fetch every chain instead and stop keeping
+    /// the list; `-S` (list the table's rules, written to /dev/null here) is one that changes
+    /// nothing. Before any of the input's commands, it lists what the table holds. A partial
+    /// restore names a few chains, whose list is cheap, and needs no fetch of everything.
+    pub fn restore_full(&self, family: IpFamily, input: &str) -> Result<(), IptablesError> {
+        if self.variant == Variant::Legacy {
+            return self.restore(family, input);
+        }
+        self.restore(family, &listing_each_table(input))
+    }
+
     /// Runs `<restore> --noflush` with `input`. Each table in the input is committed
     /// atomically; a failure leaves every table as it was.
     pub fn restore(&self, family: IpFamily, input: &str) -> Result<(), IptablesError> {
@@ -200,6 +219,19 @@ fn succeeded(out: &Output, command_line: impl FnOnce() -> String) -> Result<(), 
     }
 }
 
+/// `input` with `-S` right after each `*table` line ([`Tools::restore_full`]).
+fn listing_each_table(input: &str) -> String {
+    let mut listed = String::with_capacity(input.len() + 16);
+    for line in input.lines() {
+        listed.push_str(line);
+        listed.push('\n');
+        if line.starts_with('*') {
+            listed.push_str("-S\n");
+        }
+    }
+    listed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +244,15 @@ mod tests {
         assert_eq!(choose((false, 40), (false, 3)), Variant::Nft);
         assert_eq!(choose((false, 0), (false, 0)), Variant::Nft);
         assert_eq!(choose((true, 0), (true, 9)), Variant::Legacy);
+    }
+
+    #[test]
+    fn a_full_restore_lists_each_table_before_its_commands() {
+        let input = "*nat\n:KUBE-SVC-A - [0:0]\n-A KUBE-SVC-A -j RETURN\nCOMMIT\n*filter\nCOMMIT\n";
+        assert_eq!(
+            listing_each_table(input),
+            "*nat\n-S\n:KUBE-SVC-A - [0:0]\n-A KUBE-SVC-A -j RETURN\nCOMMIT\n*filter\n-S\nCOMMIT\n"
+        );
     }
 
     #[test]
