@@ -15,7 +15,6 @@
 //! Services: every Service address is one more rule in `KUBE-SERVICES`); the iptables rules
 //! are removed afterwards, so the next size's nftables apply is a cold one.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use anyhow::Context;
 use ipnet::IpNet;
 use kproxy_compiler::compile;
 use kproxy_model::{
-    EndpointConditions, IpFamily, NodeInfo, PortSpec, Protocol, ProxyState, ServiceSpec,
+    EndpointConditions, IpFamily, NodeInfo, NodeName, PortSpec, Protocol, ProxyState, ServiceSpec,
     SessionAffinity, SliceEndpoint, SlicePort, SliceSpec, TrafficPolicy,
 };
 use kproxy_syncer::iptables::{IptablesSyncer, Tools, Variant};
@@ -322,9 +321,8 @@ fn with_probe(services: usize, node: NodeInfo, backend: Ipv4Addr) -> ProxyState 
         endpoints: vec![SliceEndpoint {
             addr: backend.into(),
             conditions: EndpointConditions::default(),
-            node_name: Some(kproxy_synthetic::NODE.to_string()),
-            zone_hints: BTreeSet::new(),
-            node_hints: BTreeSet::new(),
+            node_name: Some(NodeName::new(kproxy_synthetic::NODE)),
+            hints: None,
         }],
     });
     ProxyState::build(node, &specs, &slices)

@@ -6,8 +6,9 @@
 //! hints narrow the cluster-wide set only when every ready endpoint carries them and at least
 //! one names this node (or its zone).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde::Serialize;
 
@@ -34,6 +35,11 @@ impl Default for EndpointConditions {
 }
 
 /// One endpoint as an EndpointSlice lists it, before selection.
+///
+/// The daemon's watcher keeps one per endpoint of the cluster (500,000 at 50,000 Services), so
+/// it is kept small: the node's name is shared, and the hints, which only topology-aware
+/// Services carry, sit behind one pointer. 48 bytes; a `String` name and two inline sets made
+/// it 96, plus a heap block per name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SliceEndpoint {
     /// The first of `addresses` (the only one kube-proxy uses).
@@ -41,11 +47,76 @@ pub struct SliceEndpoint {
     /// `conditions`.
     pub conditions: EndpointConditions,
     /// `nodeName`, if set.
-    pub node_name: Option<String>,
+    pub node_name: Option<NodeName>,
+    /// `hints`, if any name a zone or a node.
+    pub hints: Option<Box<TopologyHints>>,
+}
+
+/// `hints` of one endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopologyHints {
+    /// `forZones[].name`.
+    pub zones: BTreeSet<String>,
+    /// `forNodes[].name`.
+    pub nodes: BTreeSet<String>,
+}
+
+impl TopologyHints {
+    /// The hints, or `None` when they name nothing (as most endpoints' do).
+    pub fn of(zones: BTreeSet<String>, nodes: BTreeSet<String>) -> Option<Box<TopologyHints>> {
+        (!zones.is_empty() || !nodes.is_empty()).then(|| Box::new(TopologyHints { zones, nodes }))
+    }
+}
+
+static NO_HINTS: BTreeSet<String> = BTreeSet::new();
+
+impl SliceEndpoint {
     /// `hints.forZones[].name`.
-    pub zone_hints: BTreeSet<String>,
+    pub fn zone_hints(&self) -> &BTreeSet<String> {
+        self.hints.as_ref().map_or(&NO_HINTS, |h| &h.zones)
+    }
+
     /// `hints.forNodes[].name`.
-    pub node_hints: BTreeSet<String>,
+    pub fn node_hints(&self) -> &BTreeSet<String> {
+        self.hints.as_ref().map_or(&NO_HINTS, |h| &h.nodes)
+    }
+}
+
+/// A node's name as endpoints carry it. Every endpoint on a node repeats the name, so each
+/// distinct name is stored once and shared: a cluster has thousands of nodes, its slices
+/// hundreds of thousands of endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(Arc<str>);
+
+impl NodeName {
+    /// The shared copy of `name`. Names are kept for the life of the process: a few dozen
+    /// bytes per node the cluster ever had.
+    pub fn new(name: &str) -> NodeName {
+        static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+        let mut names = NAMES
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = names.get(name) {
+            return NodeName(Arc::clone(shared));
+        }
+        let shared: Arc<str> = Arc::from(name);
+        names.insert(Arc::clone(&shared));
+        NodeName(shared)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for NodeName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A candidate endpoint of one Service port: a slice endpoint plus the port from its slice.
@@ -127,8 +198,8 @@ impl Topology<'_> {
     fn allows(self, candidate: &Candidate<'_>) -> bool {
         match self {
             Topology::Any => true,
-            Topology::SameNode(node) => candidate.endpoint.node_hints.contains(node),
-            Topology::SameZone(zone) => candidate.endpoint.zone_hints.contains(zone),
+            Topology::SameNode(node) => candidate.endpoint.node_hints().contains(node),
+            Topology::SameZone(zone) => candidate.endpoint.zone_hints().contains(zone),
         }
     }
 }
@@ -142,17 +213,17 @@ fn topology<'a>(candidates: &[Candidate<'_>], node: NodeView<'a>) -> Topology<'a
         return Topology::Any;
     }
     let ready: Vec<_> = ready.collect();
-    let all_node_hinted = ready.iter().all(|c| !c.endpoint.node_hints.is_empty());
+    let all_node_hinted = ready.iter().all(|c| !c.endpoint.node_hints().is_empty());
     if all_node_hinted
         && ready
             .iter()
-            .any(|c| c.endpoint.node_hints.contains(node.name))
+            .any(|c| c.endpoint.node_hints().contains(node.name))
     {
         return Topology::SameNode(node.name);
     }
     if let Some(zone) = node.zone {
-        let all_zone_hinted = ready.iter().all(|c| !c.endpoint.zone_hints.is_empty());
-        if all_zone_hinted && ready.iter().any(|c| c.endpoint.zone_hints.contains(zone)) {
+        let all_zone_hinted = ready.iter().all(|c| !c.endpoint.zone_hints().is_empty());
+        if all_zone_hinted && ready.iter().any(|c| c.endpoint.zone_hints().contains(zone)) {
             return Topology::SameZone(zone);
         }
     }
@@ -250,9 +321,11 @@ mod tests {
                     serving: e.serving,
                     terminating: e.terminating,
                 },
-                node_name: (!e.node.is_empty()).then(|| e.node.to_string()),
-                zone_hints: e.zones.iter().map(|z| z.to_string()).collect(),
-                node_hints: e.nodes.iter().map(|n| n.to_string()).collect(),
+                node_name: (!e.node.is_empty()).then(|| NodeName::new(e.node)),
+                hints: TopologyHints::of(
+                    e.zones.iter().map(|z| z.to_string()).collect(),
+                    e.nodes.iter().map(|n| n.to_string()).collect(),
+                ),
             })
             .collect()
     }
@@ -440,6 +513,18 @@ mod tests {
             ["10.0.0.1", "10.0.0.2"],
             "node without zone label: no filtering"
         );
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn slice_endpoints_stay_small_and_share_node_names() {
+        // The watcher keeps one per endpoint of the cluster.
+        assert_eq!(std::mem::size_of::<SliceEndpoint>(), 48);
+        let first = NodeName::new("node-x");
+        let again = NodeName::new(&String::from("node-x"));
+        assert!(Arc::ptr_eq(&first.0, &again.0), "one copy per name");
+        assert_eq!(again.as_str(), "node-x");
+        assert!(TopologyHints::of(BTreeSet::new(), BTreeSet::new()).is_none());
     }
 
     #[test]

@@ -24,7 +24,9 @@ mod node;
 mod service;
 mod state;
 
-pub use endpoint::{Endpoint, EndpointConditions, EndpointSets, SliceEndpoint};
+pub use endpoint::{
+    Endpoint, EndpointConditions, EndpointSets, NodeName, SliceEndpoint, TopologyHints,
+};
 pub use error::{FieldError, ObjectKind, ObjectRef};
 pub use node::NodeInfo;
 pub use service::{

@@ -164,7 +164,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::{EndpointConditions, Protocol, SliceEndpoint, SlicePort};
+    use crate::{EndpointConditions, NodeName, Protocol, SliceEndpoint, SlicePort};
 
     fn service(ports: &[(&str, Protocol, u16)], cluster_ips: &[&str]) -> ServiceSpec {
         ServiceSpec {
@@ -221,9 +221,8 @@ mod tests {
                         serving: ready,
                         terminating: false,
                     },
-                    node_name: Some("node-b".into()),
-                    zone_hints: Default::default(),
-                    node_hints: Default::default(),
+                    node_name: Some(NodeName::new("node-b")),
+                    hints: None,
                 })
                 .collect(),
         }

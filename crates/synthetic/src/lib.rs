@@ -39,13 +39,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use kproxy_model::{
-    Endpoint, EndpointConditions, IpFamily, NodeInfo, PortSpec, Protocol, ProxyState, ServicePort,
-    ServiceSpec, SessionAffinity, SliceEndpoint, SlicePort, SliceSpec, TrafficPolicy,
+    Endpoint, EndpointConditions, IpFamily, NodeInfo, NodeName, PortSpec, Protocol, ProxyState,
+    ServicePort, ServiceSpec, SessionAffinity, SliceEndpoint, SlicePort, SliceSpec, TrafficPolicy,
 };
 
 /// The node the state is built for.
@@ -377,9 +376,8 @@ fn service(i: usize, endpoints: usize, alloc: &mut Allocator) -> (ServiceSpec, V
                 .map(|&(pod, node)| SliceEndpoint {
                     addr: pod_addr(family, pod),
                     conditions: EndpointConditions::default(),
-                    node_name: Some(node.to_string()),
-                    zone_hints: BTreeSet::new(),
-                    node_hints: BTreeSet::new(),
+                    node_name: Some(NodeName::new(node)),
+                    hints: None,
                 })
                 .collect(),
         })
@@ -404,7 +402,7 @@ fn net6(segments: [u16; 8], len: u8) -> IpNet {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashSet};
+    use std::collections::{BTreeMap, BTreeSet, HashSet};
 
     use super::*;
 

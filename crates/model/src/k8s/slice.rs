@@ -4,7 +4,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::check::Check;
 use super::{Skip, Translation, HEADLESS_LABEL, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL};
-use crate::{EndpointConditions, IpFamily, ObjectKind, SliceEndpoint, SlicePort, SliceSpec};
+use crate::{
+    EndpointConditions, IpFamily, NodeName, ObjectKind, SliceEndpoint, SlicePort, SliceSpec,
+    TopologyHints,
+};
 
 /// Translates an EndpointSlice, or says why it is ignored.
 pub fn endpoint_slice(slice: &EndpointSlice) -> Translation<SliceSpec> {
@@ -77,19 +80,21 @@ pub fn endpoint_slice(slice: &EndpointSlice) -> Translation<SliceSpec> {
                 serving: conditions.and_then(|c| c.serving).unwrap_or(ready),
                 terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
             },
-            node_name: endpoint.node_name.clone(),
-            zone_hints: hints
-                .and_then(|h| h.for_zones.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|z| z.name.clone())
-                .collect(),
-            node_hints: hints
-                .and_then(|h| h.for_nodes.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|n| n.name.clone())
-                .collect(),
+            node_name: endpoint.node_name.as_deref().map(NodeName::new),
+            hints: TopologyHints::of(
+                hints
+                    .and_then(|h| h.for_zones.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|z| z.name.clone())
+                    .collect(),
+                hints
+                    .and_then(|h| h.for_nodes.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|n| n.name.clone())
+                    .collect(),
+            ),
         });
     }
 
