@@ -222,8 +222,9 @@ fn dataplane(md: &mut String, results: &Results) {
          {} connects to each address, alternating, after 100 each to warm up. *ClusterIP*: the \
          Service created last, through kproxy's nftables rules; *pod IP*: the same backend \
          directly (the floor); *100-Service node*: the probe's ClusterIP on a second node that \
-         holds only {} Services, interleaved with the other two (in chunks of 20), so the sizes \
-         compare under the same conditions; *iptables mode*: the ClusterIP again with iptables \
+         holds only {} Services, interleaved with the other two (in chunks of 20) and, like the \
+         ClusterIP, each connect followed by one to that node's pod IP, so the sizes compare \
+         under the same conditions; *iptables mode*: the ClusterIP again with iptables \
          mode's rules (legacy backend) instead, up to {} Services. p50 / p99.\n\n\
          | Services | ClusterIP (nftables) | pod IP (floor) | ClusterIP − floor, p50 | 100-Service node | failed connects | ClusterIP (iptables mode) |\n\
          |---|---|---|---|---|---|---|",
