@@ -50,6 +50,12 @@ pub fn full(family: &FamilyRules) -> String {
     out
 }
 
+/// One table's restore input that flushes and deletes `chains` and writes nothing else
+/// (`kproxy cleanup`), declared in the same order as every other input ([`table_text`]).
+pub fn deletion(table: TableName, chains: &[String], out: &mut String) {
+    table_text(table, &[], chains, out);
+}
+
 /// Writes `*table`, the declarations of `chains` and of the `stale` ones (which creates or
 /// flushes them), the rules of `chains`, deletions of the `stale` chains, and `COMMIT`. Every
 /// declaration comes before any rule, so a rule may jump to a chain declared after its own,

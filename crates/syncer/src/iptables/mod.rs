@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use kproxy_compiler::iptables::hooks::HOOK_COMMENT_PREFIX;
 use kproxy_compiler::iptables::ir::{FamilyRules, Hook, Ruleset, TableName};
 use kproxy_compiler::iptables::naming;
-use kproxy_compiler::iptables::render::rule_args;
+use kproxy_compiler::iptables::render::{self, rule_args};
 use kproxy_compiler::iptables::restore::{self, Applied, ExistingChains};
 use kproxy_model::IpFamily;
 
@@ -297,10 +297,11 @@ fn cleanup_family(
             tools.iptables_checked(family, &delete)?;
             report.hooks_deleted += 1;
         }
-        let mut chains: Vec<&String> = saved
+        let chains: Vec<String> = saved
             .chains
             .iter()
             .filter(|c| naming::is_kproxy_chain(c))
+            .cloned()
             .collect();
         if kept > 0 {
             if !chains.is_empty() {
@@ -313,16 +314,7 @@ fn cleanup_family(
         if chains.is_empty() {
             continue;
         }
-        input.push_str(&format!("*{}\n", table.as_str()));
-        // Descending, as every restore declares chains (the compiler's render.rs says why).
-        chains.sort_unstable_by(|a, b| b.cmp(a));
-        for chain in &chains {
-            input.push_str(&format!(":{chain} - [0:0]\n"));
-        }
-        for chain in &chains {
-            input.push_str(&format!("-X {chain}\n"));
-        }
-        input.push_str("COMMIT\n");
+        render::deletion(table, &chains, &mut input);
         report.chains_deleted += chains.len();
     }
     if !input.is_empty() {
