@@ -256,10 +256,22 @@ pub enum Expr {
     SourceAddr,
     /// Destination address of the table's family.
     DestAddr,
+    /// The lowest `bits` bits of the destination address, the others cleared
+    /// (`ip daddr & 0.0.3.255`): which dispatch bucket a Service address's rules are in.
+    DestAddrLowBits {
+        /// How many low bits are kept (at most 32).
+        bits: u8,
+    },
     /// Transport protocol (`meta l4proto`).
     L4Proto,
     /// Transport destination port (`th dport`; TCP, UDP and SCTP share the offset).
     DestPort,
+    /// The lowest `bits` bits of the destination port, the others cleared (`th dport & 1023`):
+    /// which dispatch bucket a NodePort's rules are in.
+    DestPortLowBits {
+        /// How many low bits are kept (at most 16).
+        bits: u8,
+    },
     /// Packet mark (`meta mark`).
     Mark,
     /// Connection tracking state (`ct state`).
@@ -279,6 +291,28 @@ pub enum Expr {
     /// is written (and lowered) as `numgen random mod 1 offset N`: a random number below one,
     /// plus N, which is N for every packet.
     Constant(u32),
+}
+
+/// The address of `family` whose lowest `bits` bits are set: the mask of
+/// [`Expr::DestAddrLowBits`].
+pub fn low_bits_mask(family: Family, bits: u8) -> IpAddr {
+    let bits = u32::from(bits.min(32));
+    let mask = u32::MAX
+        .checked_shr(32 - bits)
+        .filter(|_| bits > 0)
+        .unwrap_or(0);
+    match family {
+        Family::Ip => IpAddr::V4(mask.into()),
+        Family::Ip6 => IpAddr::V6(u128::from(mask).into()),
+    }
+}
+
+/// The port whose lowest `bits` bits are set: the mask of [`Expr::DestPortLowBits`].
+pub fn low_bits_port_mask(bits: u8) -> u16 {
+    u16::MAX
+        .checked_shr(16 - u32::from(bits.min(16)))
+        .filter(|_| bits > 0)
+        .unwrap_or(0)
 }
 
 /// A constant.

@@ -980,6 +980,10 @@ impl Tracer<'_> {
         Ok(match expr {
             Expr::SourceAddr => Val::Addr(state.src),
             Expr::DestAddr => Val::Addr(state.dst),
+            Expr::DestAddrLowBits { bits } => Val::Addr(low_bits(state.dst, *bits)),
+            Expr::DestPortLowBits { bits } => {
+                Val::Port(state.dst_port & kproxy_compiler::ir::low_bits_port_mask(*bits))
+            }
             Expr::L4Proto => Val::Proto(state.proto),
             Expr::DestPort => Val::Port(state.dst_port),
             Expr::Mark => Val::Int(state.mark),
@@ -1068,4 +1072,20 @@ pub(crate) fn verdict_text(verdict: &Verdict) -> String {
     let mut text = String::new();
     nft::verdict(&mut text, verdict);
     text
+}
+
+/// `addr` with all but its lowest `bits` bits cleared, as `ip daddr & mask` computes it.
+fn low_bits(addr: IpAddr, bits: u8) -> IpAddr {
+    use kproxy_compiler::ir::{low_bits_mask, Family};
+    match (
+        addr,
+        low_bits_mask(Family::Ip, bits),
+        low_bits_mask(Family::Ip6, bits),
+    ) {
+        (IpAddr::V4(a), IpAddr::V4(mask), _) => IpAddr::V4((u32::from(a) & u32::from(mask)).into()),
+        (IpAddr::V6(a), _, IpAddr::V6(mask)) => {
+            IpAddr::V6((u128::from(a) & u128::from(mask)).into())
+        }
+        (other, _, _) => other,
+    }
 }

@@ -271,6 +271,12 @@ fn expr(out: &mut String, fam: Family, expr: &Expr) -> fmt::Result {
     match expr {
         Expr::SourceAddr => write!(out, "{ip} saddr"),
         Expr::DestAddr => write!(out, "{ip} daddr"),
+        Expr::DestPortLowBits { bits } => {
+            write!(out, "th dport & {}", crate::ir::low_bits_port_mask(*bits))
+        }
+        Expr::DestAddrLowBits { bits } => {
+            write!(out, "{ip} daddr & {}", crate::ir::low_bits_mask(fam, *bits))
+        }
         Expr::L4Proto => {
             out.push_str("meta l4proto");
             Ok(())

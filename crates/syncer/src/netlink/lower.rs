@@ -498,7 +498,12 @@ fn key_spec(handle: SetHandle, key: &[DataType], comment: Option<&str>) -> SetSp
         handle,
         flags: 0,
         key_type: datatype_id(key),
-        key_len: key.iter().map(|t| padded_len(datatype_len(*t))).sum(),
+        key_len: match key {
+            // A single field is as long as it is (a port: 2 bytes); concatenated fields
+            // each take whole registers.
+            [single] => datatype_len(*single),
+            _ => key.iter().map(|t| padded_len(datatype_len(*t))).sum(),
+        },
         concat: Vec::new(),
         data: None,
         timeout_ms: None,
@@ -575,6 +580,15 @@ fn key_bytes(value: &Value) -> Vec<u8> {
     padded(&cmp_bytes(value))
 }
 
+/// A whole key: a single field as long as it is, concatenated fields in whole registers (as
+/// the set's key length says, see `key_spec`).
+fn plain_key(key: &[Value]) -> Vec<u8> {
+    match key {
+        [single] => cmp_bytes(single),
+        _ => key.iter().flat_map(key_bytes).collect(),
+    }
+}
+
 /// The last address of a network.
 fn last_bytes(net: &IpNet) -> Vec<u8> {
     addr_bytes(net.broadcast())
@@ -620,7 +634,7 @@ fn leading_interval_end(keys: &[Vec<Value>]) -> Option<Element> {
 /// The element(s) for one key: a plain key; for single-field interval sets a start and an
 /// interval end after the range; for concatenated interval sets a key and an inclusive end.
 fn key_elements(key: &[Value], interval: bool, data: ElementData) -> Vec<Element> {
-    let start: Vec<u8> = key.iter().flat_map(key_bytes).collect();
+    let start = plain_key(key);
     if !interval {
         return vec![Element {
             key: start,
@@ -704,7 +718,7 @@ fn range_elements(range: &EndpointRange, with_data: bool) -> [Element; 2] {
 
 fn verdict_element(element: &VerdictElement) -> Element {
     Element {
-        key: element.key.iter().flat_map(key_bytes).collect(),
+        key: plain_key(&element.key),
         key_end: None,
         interval_end: false,
         data: ElementData::Verdict(verdict_code(&element.verdict)),
@@ -753,6 +767,8 @@ fn width(family: Family, expr: Expr) -> u32 {
         | Expr::DestAddrType
         | Expr::Numgen { .. }
         | Expr::Constant(_) => 4,
+        Expr::DestAddrLowBits { .. } => width(family, Expr::DestAddr),
+        Expr::DestPortLowBits { .. } => width(family, Expr::DestPort),
         payload => payload_field(family, payload).map_or(4, |(_, _, len)| len),
     }
 }
@@ -790,9 +806,18 @@ fn load(out: &mut Vec<Expression>, family: Family, expr: Expr, dreg: Register) {
             offset: n,
             dreg,
         },
-        Expr::SourceAddr | Expr::DestAddr | Expr::DestPort => {
+        Expr::SourceAddr
+        | Expr::DestAddr
+        | Expr::DestPort
+        | Expr::DestAddrLowBits { .. }
+        | Expr::DestPortLowBits { .. } => {
+            let field = match expr {
+                Expr::DestAddrLowBits { .. } => Expr::DestAddr,
+                Expr::DestPortLowBits { .. } => Expr::DestPort,
+                other => other,
+            };
             let (base, offset, len) =
-                payload_field(family, expr).expect("payload expressions have a field");
+                payload_field(family, field).expect("payload expressions have a field");
             Expression::Payload {
                 base,
                 offset,
@@ -801,6 +826,26 @@ fn load(out: &mut Vec<Expression>, family: Family, expr: Expr, dreg: Register) {
             }
         }
     });
+    let mask = match expr {
+        Expr::DestAddrLowBits { bits } => {
+            Some(addr_bytes(kproxy_compiler::ir::low_bits_mask(family, bits)))
+        }
+        Expr::DestPortLowBits { bits } => Some(
+            kproxy_compiler::ir::low_bits_port_mask(bits)
+                .to_be_bytes()
+                .to_vec(),
+        ),
+        _ => None,
+    };
+    if let Some(mask) = mask {
+        let xor = vec![0; mask.len()];
+        out.push(Expression::Bitwise {
+            sreg: dreg,
+            dreg,
+            mask,
+            xor,
+        });
+    }
 }
 
 /// Loads a (concatenated) key into consecutive registers from the first one.

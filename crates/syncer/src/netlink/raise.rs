@@ -259,7 +259,11 @@ fn values(bytes: &[u8], key: &[DataType], prefixes: bool) -> Result<Vec<Value>> 
     let mut out = Vec::with_capacity(key.len());
     let mut at = 0;
     for t in key {
-        let len = field_len(*t);
+        // A single field is stored as long as it is; concatenated ones in whole registers.
+        let len = match key {
+            [_] => (datatype_len(*t) as usize).min(bytes.len()),
+            _ => field_len(*t),
+        };
         let Some(field) = bytes.get(at..at + len) else {
             return fail("a key shorter than its type");
         };
@@ -533,6 +537,42 @@ fn rule(family: Family, dump: &RuleDump, anonymous: &Anonymous<'_>) -> Result<Ru
                 });
                 tail
             }
+            [Expression::Payload {
+                base: PayloadBase::Network,
+                offset,
+                len,
+                ..
+            }, Expression::Bitwise { mask, xor, .. }, Expression::Lookup {
+                dreg: Some(_), set, ..
+            }, tail @ ..]
+                if *offset == dst && *len == addr_len && xor.iter().all(|b| *b == 0) =>
+            {
+                out.action = Some(Action::Vmap {
+                    key: vec![Expr::DestAddrLowBits {
+                        bits: low_bits(mask)?,
+                    }],
+                    map: set.name().to_string(),
+                });
+                tail
+            }
+            [Expression::Payload {
+                base: PayloadBase::Transport,
+                offset: 2,
+                len: 2,
+                ..
+            }, Expression::Bitwise { mask, xor, .. }, Expression::Lookup {
+                dreg: Some(_), set, ..
+            }, tail @ ..]
+                if xor.iter().all(|b| *b == 0) =>
+            {
+                out.action = Some(Action::Vmap {
+                    key: vec![Expr::DestPortLowBits {
+                        bits: low_bits(mask)?,
+                    }],
+                    map: set.name().to_string(),
+                });
+                tail
+            }
             [load, Expression::Bitwise { mask, xor, .. }, Expression::Cmp {
                 not_equal, data, ..
             }, tail @ ..]
@@ -626,6 +666,18 @@ fn rule(family: Family, dump: &RuleDump, anonymous: &Anonymous<'_>) -> Result<Ru
         };
     }
     Ok(out)
+}
+
+/// How many low bits a mask of [`Expr::DestAddrLowBits`] or [`Expr::DestPortLowBits`] keeps.
+fn low_bits(mask: &[u8]) -> Result<u8> {
+    let value = mask
+        .iter()
+        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    let bits = value.count_ones();
+    if bits > 32 || value != (1u128 << bits) - 1 {
+        return fail("an address mask kproxy does not write");
+    }
+    u8::try_from(bits).map_err(|e| Undecodable(e.to_string()))
 }
 
 fn masked_match(left: Expr, mask: &[u8], xor: &[u8], ne: bool, data: &[u8]) -> Result<Match> {
