@@ -118,24 +118,31 @@ impl EndpointChain {
     /// The chain, reading its window, and its ranges of the window; `None` (no window left)
     /// rejects instead.
     pub fn render(&self, placement: Option<&Placement>) -> (Chain, Vec<EndpointRange>) {
-        let (action, ranges) = match placement {
-            Some(placement) => (
-                Action::Dnat(Dnat::Numgen {
-                    map: placement.map(),
-                    modulus: endpoint_maps::MODULUS,
-                    offset: placement.offset,
-                }),
-                endpoint_maps::ranges(placement.offset, &self.targets),
-            ),
-            None => (Action::Reject(RejectWith::PortUnreachable), Vec::new()),
-        };
         let chain = Chain {
             name: self.name.clone(),
             hook: None,
             comment: Some(self.comment.clone()),
-            rules: vec![Rule::action(action).when([self.protocol.clone()])],
+            rules: vec![Rule::action(self.action(placement)).when([self.protocol.clone()])],
         };
-        (chain, ranges)
+        (chain, self.ranges(placement))
+    }
+
+    /// The chain's ranges of its window (none without one).
+    pub fn ranges(&self, placement: Option<&Placement>) -> Vec<EndpointRange> {
+        placement.map_or_else(Vec::new, |placement| {
+            endpoint_maps::ranges(placement.offset, &self.targets)
+        })
+    }
+
+    fn action(&self, placement: Option<&Placement>) -> Action {
+        match placement {
+            Some(placement) => Action::Dnat(Dnat::Numgen {
+                map: placement.map(),
+                modulus: endpoint_maps::MODULUS,
+                offset: placement.offset,
+            }),
+            None => Action::Reject(RejectWith::PortUnreachable),
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::ir::{
     Verdict,
 };
 use crate::table::{MapName, TableBuilder};
-use crate::{clusterip, firewall, masquerade, no_endpoints, nodeport};
+use crate::{buckets, clusterip, firewall, masquerade, no_endpoints, nodeport};
 
 fn base(
     name: &str,
@@ -134,19 +134,37 @@ pub(crate) fn chains(table: &TableBuilder<'_>) -> Vec<Chain> {
     chains
 }
 
-/// Dispatch: two verdict-map lookups send a packet to its Service port's chain.
+/// Dispatch: a packet to a Service address and port goes to the bucket of its address's low
+/// bits, a packet to a NodePort to its NodePort's bucket ([`crate::buckets`]).
 fn services_chain(table: &TableBuilder<'_>) -> Chain {
     let mut rules: Vec<Rule> = masquerade::cluster_ip_rule(table).into_iter().collect();
-    rules.push(Rule::action(Action::Vmap {
-        key: vec![Expr::DestAddr, Expr::L4Proto, Expr::DestPort],
-        map: MapName::ServiceIps.as_str().into(),
-    }));
     rules.push(
         Rule::action(Action::Vmap {
-            key: vec![Expr::L4Proto, Expr::DestPort],
-            map: MapName::ServiceNodePorts.as_str().into(),
+            key: vec![Expr::DestAddrLowBits {
+                bits: buckets::SERVICE_IP_BITS,
+            }],
+            map: buckets::SERVICE_IP_BUCKETS_MAP.into(),
         })
-        .when(nodeport::destination(table)),
+        .when([Match::in_set(
+            [Expr::DestAddr, Expr::L4Proto, Expr::DestPort],
+            MapName::ServiceIps.as_str(),
+        )]),
+    );
+    rules.push(
+        Rule::action(Action::Vmap {
+            key: vec![Expr::DestPortLowBits {
+                bits: buckets::NODEPORT_BITS,
+            }],
+            map: buckets::NODEPORT_BUCKETS_MAP.into(),
+        })
+        .when(
+            nodeport::destination(table)
+                .into_iter()
+                .chain([Match::in_set(
+                    [Expr::L4Proto, Expr::DestPort],
+                    MapName::ServiceNodePorts.as_str(),
+                )]),
+        ),
     );
     Chain {
         name: "services".into(),

@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod buckets;
 pub mod clusterip;
 pub mod endpoint_maps;
 pub mod endpoints;

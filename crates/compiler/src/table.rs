@@ -14,7 +14,9 @@ use crate::ir::{
     VerdictElement, TABLE_NAME,
 };
 use crate::options::{NodePortMatch, Options};
-use crate::{clusterip, endpoints, external, firewall, hooks, naming, no_endpoints, nodeport};
+use crate::{
+    buckets, clusterip, endpoints, external, firewall, hooks, naming, no_endpoints, nodeport,
+};
 
 /// The named sets every table has. Their elements change with Services; the rules that read
 /// them never do.
@@ -60,6 +62,19 @@ pub enum MapName {
 }
 
 impl MapName {
+    /// Every map, in table order.
+    pub const ALL: [MapName; 4] = [
+        MapName::ServiceIps,
+        MapName::ServiceNodePorts,
+        MapName::NoEndpointServices,
+        MapName::NoEndpointNodePorts,
+    ];
+
+    /// The map called `name` in the table.
+    pub fn of(name: &str) -> Option<MapName> {
+        MapName::ALL.into_iter().find(|map| map.as_str() == name)
+    }
+
     /// The name in the table.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -165,11 +180,11 @@ impl<'a> TableBuilder<'a> {
             verdicts,
             slots,
         } = fragments;
-        let sets = self.global_sets(elements);
-        let maps = self.global_maps(verdicts);
+        let mut sets = self.global_sets(elements);
+        let mut maps = self.global_maps(verdicts);
         let mut chains = hooks::chains(self);
-        let (mut endpoint_chains, endpoint_maps) = endpoint_chains(slots);
-        chains.append(&mut endpoint_chains);
+        let (port_chains, endpoint_maps) = endpoint_chains(slots);
+        chains.extend(buckets::dispatch(&mut sets, &mut maps, port_chains));
         Table {
             family: self.family,
             name: TABLE_NAME.to_string(),

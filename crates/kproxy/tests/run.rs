@@ -275,8 +275,9 @@ fn scrape(ns: &NetNs, addr: &str) -> Option<std::collections::BTreeMap<String, f
     Some(parse_metrics(&body))
 }
 
-const WEB_CHAIN: &str = "service-default/web/tcp/http";
-const API_CHAIN: &str = "service-default/api/tcp/http";
+/// A Service port's rules carry its name as their comment (they share bucket chains).
+const WEB_RULES: &str = "comment \"default/web:http\"";
+const API_RULES: &str = "comment \"default/api:http\"";
 
 #[test]
 fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
@@ -316,8 +317,8 @@ fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
     );
 
     // The caches sync, then the rules appear.
-    let table = daemon.eventually("the Services' chains", || {
-        kproxy_table(&ns).filter(|t| t.contains(WEB_CHAIN) && t.contains(API_CHAIN))
+    let table = daemon.eventually("the Services' rules", || {
+        kproxy_table(&ns).filter(|t| t.contains(WEB_RULES) && t.contains(API_RULES))
     });
     assert!(table.contains("10.244.1.10 . 8080"), "{table}");
     assert!(table.contains("10.244.1.20 . 8080"), "{table}");
@@ -424,9 +425,9 @@ fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
     api.delete(Resource::EndpointSlices, "default", "api-1")
         .expect("deleted");
     let table = daemon.eventually("the deleted Service's chain to go", || {
-        kproxy_table(&ns).filter(|t| !t.contains(API_CHAIN) && !t.contains("10.244.1.20 . 8080"))
+        kproxy_table(&ns).filter(|t| !t.contains(API_RULES) && !t.contains("10.244.1.20 . 8080"))
     });
-    assert!(table.contains(WEB_CHAIN), "{table}");
+    assert!(table.contains(WEB_RULES), "{table}");
 
     // SIGTERM: exit 0, rules left in force.
     let status = daemon.stop("-TERM");
@@ -439,7 +440,7 @@ fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
     );
     let after = kproxy_table(&ns).expect("the table survives the daemon");
     assert!(
-        after.contains(WEB_CHAIN) && after.contains("10.244.2.20 . 8080"),
+        after.contains(WEB_RULES) && after.contains("10.244.2.20 . 8080"),
         "{after}"
     );
 }
@@ -483,10 +484,10 @@ fn run_skips_invalid_objects_from_the_api_and_programs_the_rest() {
     );
 
     let table = daemon.eventually("the valid Service's chain", || {
-        kproxy_table(&ns).filter(|t| t.contains(WEB_CHAIN))
+        kproxy_table(&ns).filter(|t| t.contains(WEB_RULES))
     });
     assert!(table.contains("10.244.1.10 . 8080"), "{table}");
-    assert!(!table.contains(API_CHAIN), "{table}");
+    assert!(!table.contains(API_RULES), "{table}");
     assert!(!table.contains("10.96.100.300"), "{table}");
     let log_file = daemon.log.clone();
     let log = daemon.eventually("the warnings", || {
@@ -509,9 +510,9 @@ fn run_skips_invalid_objects_from_the_api_and_programs_the_rest() {
     api.apply(&service("api", "10.96.100.11", 81))
         .expect("stored");
     let table = daemon.eventually("the fixed Service", || {
-        kproxy_table(&ns).filter(|t| t.contains(API_CHAIN) && t.contains("10.244.1.20 . 8080"))
+        kproxy_table(&ns).filter(|t| t.contains(API_RULES) && t.contains("10.244.1.20 . 8080"))
     });
-    assert!(table.contains(WEB_CHAIN), "{table}");
+    assert!(table.contains(WEB_RULES), "{table}");
     let status = daemon.stop("-TERM");
     assert!(status.success(), "exit {status}:\n{}", daemon.log());
 }

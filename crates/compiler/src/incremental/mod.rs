@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kproxy_model::{IpFamily, NodeInfo, ProxyState, ServicePort, ServicePortName};
 
+use crate::buckets;
 use crate::endpoint_maps::{self, Placement};
 use crate::endpoints::EndpointChain;
 use crate::ir::{Chain, EndpointRange, Ruleset, Table, Value, Verdict, TABLE_NAME};
@@ -190,8 +191,8 @@ struct FamilyState {
     /// How many fragments hold each set element.
     elements: BTreeMap<(SetName, Vec<Value>), u32>,
     /// Every claim on each map key, in claim order (port, then position in its fragment): the
-    /// first claim is the element.
-    claims: BTreeMap<(MapName, Vec<Value>), Claims>,
+    /// first claim is the element. Keyed by bucket before key, so a bucket's keys are a range.
+    claims: BTreeMap<ClaimKey, Claims>,
     /// Endpoint chains per shard, in placement order (preferred window, name).
     shards: BTreeMap<u32, BTreeMap<(u32, String), Slot>>,
 }
@@ -200,6 +201,28 @@ struct FamilyState {
 /// every key has one claim, so a sorted vector (not a tree, whose smallest node holds eleven)
 /// keeps them.
 type Claims = Vec<((ServicePortName, usize), Verdict)>;
+
+/// A map key with its bucket ([`buckets::bucket_of`]; 0 for maps without buckets).
+type ClaimKey = (MapName, u16, Vec<Value>);
+
+fn claim_key(map: MapName, key: Vec<Value>) -> ClaimKey {
+    let bucket = if buckets::dispatches(map) {
+        buckets::bucket_of(map, &key)
+    } else {
+        0
+    };
+    (map, bucket, key)
+}
+
+/// The keys of one bucket with the winning claim on each: which port's chains it inlines.
+type Entries = Vec<(Vec<Value>, ServicePortName, Verdict)>;
+
+/// Which side of a change a bucket is rendered for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum When {
+    Before,
+    After,
+}
 
 /// An endpoint chain's place in its shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +235,10 @@ struct Slot {
 /// The old or new state of what a change touches, gathered while it is applied.
 #[derive(Default)]
 struct Side {
+    /// Bucket chains.
     chains: Vec<Chain>,
+    /// The buckets of those chains, by map (each has an element in its bucket map).
+    buckets: BTreeMap<MapName, Vec<u16>>,
     elements: BTreeMap<SetName, Vec<Vec<Value>>>,
     verdicts: BTreeMap<MapName, Vec<(Vec<Value>, Verdict)>>,
     ranges: BTreeMap<u32, Vec<EndpointRange>>,
@@ -260,14 +286,17 @@ impl FamilyState {
             record,
         );
         let mut before = Side::default();
-        let old_offsets = if record {
+        let (old_offsets, old_entries) = if record {
             for (_, old, _) in &fragments {
-                self.capture_fragment(&mut before, old.as_ref());
+                self.capture_ranges(&mut before, old.as_ref(), &|chain| self.current(chain));
             }
             self.capture_elements(&mut before, &touched);
-            self.offsets(&touched.shards)
+            (
+                self.offsets(&touched.shards),
+                self.entries(&touched.buckets),
+            )
         } else {
-            BTreeMap::new()
+            (BTreeMap::new(), BTreeMap::new())
         };
         for (name, old, new) in &fragments {
             if let Some(old) = old {
@@ -287,32 +316,112 @@ impl FamilyState {
         }
         let mut after = Side::default();
         for (_, _, new) in &fragments {
-            self.capture_fragment(&mut after, new.as_ref());
+            self.capture_ranges(&mut after, new.as_ref(), &|chain| self.current(chain));
         }
         self.capture_elements(&mut after, &touched);
-        // Chains of other ports that a changed shard moved to another window (a port whose
-        // fragment changed is already on both sides).
+
+        let old_offset = |chain: &str| match old_offsets.get(chain) {
+            Some((_, offset)) => *offset,
+            None => self.current(chain),
+        };
+        // The fragments a bucket's entries read: the changed ports' own versions, the others
+        // compiled again when a bucket needs them.
+        let mut sources = Sources {
+            builder,
+            ports,
+            changed: fragments
+                .iter()
+                .map(|(name, old, new)| ((*name).clone(), (old.clone(), new.clone())))
+                .collect(),
+            compiled: BTreeMap::new(),
+        };
+        // Ports whose chains read differently now: their buckets are rendered again even if no
+        // key of theirs changed.
+        let mut rerendered: BTreeSet<ServicePortName> = BTreeSet::new();
+        for (name, old, new) in &fragments {
+            let old = old.as_ref().map(|f| render_chains(f, &old_offset));
+            let new = new.as_ref().map(|f| render_chains(f, &|c| self.current(c)));
+            if old != new {
+                rerendered.insert((*name).clone());
+            }
+        }
+        // Chains of other ports that a changed shard moved to another window.
         let recompiled: BTreeSet<&ServicePortName> = fragments.iter().map(|f| f.0).collect();
-        for (chain, (port, old_offset)) in old_offsets {
-            if recompiled.contains(&port) {
+        let mut buckets = touched.buckets.clone();
+        for (chain, (port, offset)) in &old_offsets {
+            if recompiled.contains(port) || self.offset_of(chain) == Some(*offset) {
                 continue;
             }
-            let Some(new_offset) = self.offset_of(&chain) else {
-                continue;
-            };
-            if new_offset == old_offset {
+            if self.offset_of(chain).is_none() {
                 continue;
             }
-            let Some(fragment) = ports.get(&port).and_then(|p| builder.port(p)) else {
+            let Some(fragment) = sources.fragment(port, When::After) else {
                 continue;
             };
-            let Some(endpoint_chain) = endpoint_chains(&fragment).find(|c| c.name == chain) else {
+            let Some(endpoint_chain) = endpoint_chains(fragment).find(|c| &c.name == chain) else {
                 continue;
             };
-            render(&mut before, endpoint_chain, old_offset);
-            render(&mut after, endpoint_chain, new_offset);
+            let endpoint_chain = endpoint_chain.clone();
+            buckets.extend(
+                fragment
+                    .verdicts
+                    .iter()
+                    .filter(|(map, _, _)| buckets::dispatches(*map))
+                    .map(|(map, key, _)| (*map, buckets::bucket_of(*map, key))),
+            );
+            render_ranges(&mut before, &endpoint_chain, *offset);
+            render_ranges(&mut after, &endpoint_chain, self.current(chain));
+            rerendered.insert(port.clone());
+        }
+        for bucket in buckets {
+            let new_entries = self.entries_of(bucket);
+            let old_entries = old_entries.get(&bucket).unwrap_or(&new_entries);
+            let reads_rerendered = old_entries
+                .iter()
+                .chain(&new_entries)
+                .any(|(_, port, _)| rerendered.contains(port));
+            if old_entries == &new_entries && !reads_rerendered {
+                continue;
+            }
+            let old_chain = sources.bucket(bucket, old_entries, When::Before, &old_offset);
+            let new_chain = sources.bucket(bucket, &new_entries, When::After, &|c| self.current(c));
+            // The bucket map's element exists while its chain does.
+            if old_chain.is_some() {
+                before.buckets.entry(bucket.0).or_default().push(bucket.1);
+            }
+            if new_chain.is_some() {
+                after.buckets.entry(bucket.0).or_default().push(bucket.1);
+            }
+            before.chains.extend(old_chain);
+            after.chains.extend(new_chain);
         }
         Some((side_table(builder, before), side_table(builder, after)))
+    }
+
+    /// The window an endpoint chain has now (`None`: none, or not in the table).
+    fn current(&self, chain: &str) -> Option<u32> {
+        self.offset_of(chain).flatten()
+    }
+
+    /// The entries of every bucket in `buckets`, as they are now.
+    fn entries(&self, buckets: &BTreeSet<(MapName, u16)>) -> BTreeMap<(MapName, u16), Entries> {
+        buckets
+            .iter()
+            .map(|bucket| (*bucket, self.entries_of(*bucket)))
+            .collect()
+    }
+
+    /// One bucket's keys, in key order, each with its winning claim.
+    fn entries_of(&self, (map, bucket): (MapName, u16)) -> Entries {
+        let start = (map, bucket, Vec::new());
+        self.claims
+            .range(start..)
+            .take_while(|((m, b, _), _)| *m == map && *b == bucket)
+            .filter_map(|((_, _, key), claims)| {
+                let ((port, _), verdict) = claims.first()?;
+                Some((key.clone(), port.clone(), verdict.clone()))
+            })
+            .collect()
     }
 
     /// Records the current state of every element and map key `touched` names, and whether
@@ -323,12 +432,13 @@ impl FamilyState {
                 side.elements.entry(key.0).or_default().push(key.1.clone());
             }
         }
-        for key in &touched.verdicts {
-            if let Some((_, verdict)) = self.claims.get(key).and_then(|c| c.first()) {
+        for (map, key) in &touched.verdicts {
+            let claims = self.claims.get(&claim_key(*map, key.clone()));
+            if let Some((_, verdict)) = claims.and_then(|c| c.first()) {
                 side.verdicts
-                    .entry(key.0)
+                    .entry(*map)
                     .or_default()
-                    .push((key.1.clone(), verdict.clone()));
+                    .push((key.clone(), verdict.clone()));
             }
         }
         // A shard's map exists while a chain has a window in it (its rule names the map, even
@@ -344,19 +454,16 @@ impl FamilyState {
         }
     }
 
-    /// Records a fragment's chains (endpoint chains in their current windows).
-    fn capture_fragment(&self, side: &mut Side, fragment: Option<&Fragment>) {
-        let Some(fragment) = fragment else {
-            return;
-        };
-        for slot in &fragment.chains {
-            match slot {
-                ChainSlot::Ready(chain) => side.chains.push(chain.clone()),
-                ChainSlot::Endpoints(chain) => {
-                    let offset = self.offset_of(&chain.name).flatten();
-                    render(side, chain, offset);
-                }
-            }
+    /// Records the endpoint-map ranges of a fragment's endpoint chains, in the windows
+    /// `offset` gives them.
+    fn capture_ranges(
+        &self,
+        side: &mut Side,
+        fragment: Option<&Fragment>,
+        offset: &dyn Fn(&str) -> Option<u32>,
+    ) {
+        for chain in fragment.into_iter().flat_map(endpoint_chains) {
+            render_ranges(side, chain, offset(&chain.name));
         }
     }
 
@@ -385,7 +492,7 @@ impl FamilyState {
             *self.elements.entry((*set, key.clone())).or_default() += 1;
         }
         for (index, (map, key, verdict)) in fragment.verdicts.iter().enumerate() {
-            let claims = self.claims.entry((*map, key.clone())).or_default();
+            let claims = self.claims.entry(claim_key(*map, key.clone())).or_default();
             let claim = (name.clone(), index);
             let at = claims.partition_point(|(c, _)| *c < claim);
             // Exactly one more: nearly every key keeps a single claim, and a Vec's first
@@ -417,7 +524,7 @@ impl FamilyState {
             }
         }
         for (index, (map, key, _)) in fragment.verdicts.iter().enumerate() {
-            let key = (*map, key.clone());
+            let key = claim_key(*map, key.clone());
             if let Some(claims) = self.claims.get_mut(&key) {
                 claims.retain(|((port, at), _)| !(port == name && *at == index));
                 if claims.is_empty() {
@@ -454,6 +561,8 @@ struct Touched {
     elements: BTreeSet<(SetName, Vec<Value>)>,
     verdicts: BTreeSet<(MapName, Vec<Value>)>,
     shards: BTreeSet<u32>,
+    /// The buckets of the dispatch-map keys in `verdicts`.
+    buckets: BTreeSet<(MapName, u16)>,
 }
 
 impl Touched {
@@ -472,6 +581,11 @@ impl Touched {
             }
             for (map, key, _) in &fragment.verdicts {
                 touched.verdicts.insert((*map, key.clone()));
+                if buckets::dispatches(*map) {
+                    touched
+                        .buckets
+                        .insert((*map, buckets::bucket_of(*map, key)));
+                }
             }
         }
         touched
@@ -485,13 +599,85 @@ fn endpoint_chains(fragment: &Fragment) -> impl Iterator<Item = &EndpointChain> 
     })
 }
 
-/// Adds an endpoint chain, in the window at `offset`, and its ranges to `side`.
-fn render(side: &mut Side, chain: &EndpointChain, offset: Option<u32>) {
+/// Adds the ranges of an endpoint chain in the window at `offset` to `side`.
+fn render_ranges(side: &mut Side, chain: &EndpointChain, offset: Option<u32>) {
     let shard = endpoint_maps::slot(&chain.name).0;
     let placement = offset.map(|offset| Placement { shard, offset });
-    let (rendered, mut ranges) = chain.render(placement.as_ref());
-    side.chains.push(rendered);
-    side.ranges.entry(shard).or_default().append(&mut ranges);
+    side.ranges
+        .entry(shard)
+        .or_default()
+        .append(&mut chain.ranges(placement.as_ref()));
+}
+
+/// A fragment's chains as they read with the windows `offset` gives its endpoint chains.
+fn render_chains(fragment: &Fragment, offset: &dyn Fn(&str) -> Option<u32>) -> Vec<Chain> {
+    fragment
+        .chains
+        .iter()
+        .map(|slot| match slot {
+            ChainSlot::Ready(chain) => chain.clone(),
+            ChainSlot::Endpoints(chain) => {
+                let shard = endpoint_maps::slot(&chain.name).0;
+                let placement = offset(&chain.name).map(|offset| Placement { shard, offset });
+                chain.render(placement.as_ref()).0
+            }
+        })
+        .collect()
+}
+
+/// Where a bucket's entries find their ports' fragments.
+struct Sources<'s, 'b> {
+    builder: &'s mut TableBuilder<'b>,
+    /// Every port's version before the change.
+    ports: &'s BTreeMap<ServicePortName, ServicePort>,
+    /// The fragments (old, new) of the ports whose fragment changes.
+    changed: BTreeMap<ServicePortName, (Option<Fragment>, Option<Fragment>)>,
+    /// Fragments of unchanged ports, compiled when first needed.
+    compiled: BTreeMap<ServicePortName, Option<Fragment>>,
+}
+
+impl Sources<'_, '_> {
+    /// The fragment of `port` on one side of the change.
+    fn fragment(&mut self, port: &ServicePortName, when: When) -> Option<&Fragment> {
+        if let Some((old, new)) = self.changed.get(port) {
+            return match when {
+                When::Before => old.as_ref(),
+                When::After => new.as_ref(),
+            };
+        }
+        let Sources {
+            builder,
+            ports,
+            compiled,
+            ..
+        } = self;
+        compiled
+            .entry(port.clone())
+            .or_insert_with(|| ports.get(port).and_then(|p| builder.port(p)))
+            .as_ref()
+    }
+
+    /// The chain of `bucket` holding `entries`; `None` when they bring no rules.
+    fn bucket(
+        &mut self,
+        (map, bucket): (MapName, u16),
+        entries: &Entries,
+        when: When,
+        offset: &dyn Fn(&str) -> Option<u32>,
+    ) -> Option<Chain> {
+        let keys: Vec<&[Value]> = entries.iter().map(|(key, _, _)| key.as_slice()).collect();
+        let guards = buckets::guards(map, &keys);
+        let mut rules = Vec::new();
+        for ((_, port, verdict), guard) in entries.iter().zip(&guards) {
+            let Some(fragment) = self.fragment(port, when) else {
+                continue;
+            };
+            let chains = render_chains(fragment, offset);
+            let lookup = |name: &str| chains.iter().find(|c| c.name == name);
+            rules.extend(buckets::entry_rules(map, guard, verdict, &lookup));
+        }
+        (!rules.is_empty()).then(|| buckets::bucket_chain(map, bucket, rules))
+    }
 }
 
 /// A partial table holding one side of a change: the global sets and maps with only the
@@ -499,12 +685,15 @@ fn render(side: &mut Side, chain: &EndpointChain, offset: Option<u32>) {
 fn side_table(builder: &TableBuilder<'_>, side: Side) -> Table {
     let Side {
         chains,
+        buckets: used,
         elements,
         verdicts,
         mut ranges,
         maps,
     } = side;
-    let sets = builder.global_sets(elements);
+    let mut sets = builder.global_sets(elements);
+    let mut global_maps = builder.global_maps(verdicts);
+    buckets::as_sets(&mut sets, &mut global_maps, &used);
     let endpoint_maps = maps
         .into_iter()
         .map(|shard| table::endpoint_map(shard, ranges.remove(&shard).unwrap_or_default()))
@@ -513,7 +702,7 @@ fn side_table(builder: &TableBuilder<'_>, side: Side) -> Table {
         family: builder.family,
         name: TABLE_NAME.to_string(),
         sets,
-        maps: builder.global_maps(verdicts),
+        maps: global_maps,
         endpoint_maps,
         chains,
     }

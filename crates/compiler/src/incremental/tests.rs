@@ -40,6 +40,15 @@ fn patched(full: &Ruleset, change: &RulesetChange) -> Ruleset {
             .iter_mut()
             .find(|t| t.family == after.family)
             .expect("a partial change is for an existing table");
+        // The syncer compares `before` with `after` to decide what to rewrite, so `before`
+        // must be what the kernel holds.
+        for chain in &before.chains {
+            assert!(
+                table.chains.contains(chain),
+                "the change's old {} is not the one in the table",
+                chain.name
+            );
+        }
         table
             .chains
             .retain(|c| !before.chains.iter().any(|b| b.name == c.name));
@@ -320,16 +329,15 @@ fn a_newcomer_that_wins_a_window_moves_the_chain_that_had_it() {
     let change = incremental
         .update([PortChange::Set(pool.ports[first].clone())])
         .expect("a partial change");
-    let moved = naming::service_chain(&naming::port_id(
-        &pool.ports[second].name,
-        pool.ports[second].port,
-    ));
+    // The displaced port's rules live in its ClusterIP's bucket, which the change rewrites.
+    let moved = naming::port_comment(&pool.ports[second].name);
     assert!(
         change.after.tables[0]
             .chains
             .iter()
-            .any(|c| c.name == moved),
-        "the displaced chain is part of the change"
+            .flat_map(|c| &c.rules)
+            .any(|r| r.comment.as_deref() == Some(moved.as_str())),
+        "the displaced port's bucket is part of the change"
     );
     check(&incremental, &full, Some(&change), &state);
 }

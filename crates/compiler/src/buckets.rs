@@ -1,0 +1,293 @@
+//! Dispatch buckets: every Service port's rules live in a fixed number of chains.
+//!
+//! The compiler thinks in one chain per Service port and role (`service-…`, `local-…`,
+//! `external-…`), but the kernel never sees those chains. Every transaction's commit visits
+//! every chain of the table (`nf_tables_commit` readies each chain's next rule generation),
+//! so with a chain per port one endpoint change at 50,000 Services cost 7–9 ms of walking
+//! ~74,000 chains, and the cost grew with the cluster. Instead the elements of the two
+//! dispatch maps (`service-ips`, `service-nodeports`) go to one of [`SERVICE_IP_BUCKETS`] or
+//! [`NODEPORT_BUCKETS`] chains, picked by a hash of the element's key, and each bucket holds,
+//! for every key that hashes to it, the rules of the chain that key led to, each guarded by
+//! the key itself (`ip daddr 10.96.0.10 meta l4proto udp th dport 53 …`).
+//!
+//! Inlining a chain is exact here: a port chain is entered only by `goto` (from its map element
+//! or from another of its port's chains), every port chain ends in a rule that always ends the
+//! packet's walk (DNAT, reject, drop or `goto`), and the guards of two keys in one bucket never
+//! both match a packet, so the rules of other keys that a packet passes over cannot act on it.
+//! A packet looks at about one bucket's worth of guards (70 keys at 50,000 Services) after the
+//! map lookup; those fail on their first comparison.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::ir::{Chain, DataType, Expr, Map, Match, Rule, Set, Value, Verdict, VerdictElement};
+use crate::table::MapName;
+
+/// How many low bits of a Service address pick its bucket.
+pub const SERVICE_IP_BITS: u8 = 10;
+/// Chains holding the rules of ClusterIPs, externalIPs and load-balancer IPs (those that
+/// hold any).
+pub const SERVICE_IP_BUCKETS: u16 = 1 << SERVICE_IP_BITS;
+/// The map from an address's low bits to its bucket chain.
+pub const SERVICE_IP_BUCKETS_MAP: &str = "service-ip-buckets";
+/// How many low bits of a NodePort pick its bucket.
+pub const NODEPORT_BITS: u8 = 10;
+/// Chains holding the rules of NodePorts (those that hold any).
+pub const NODEPORT_BUCKETS: u16 = 1 << NODEPORT_BITS;
+/// The map from a NodePort's low bits to its bucket chain.
+pub const NODEPORT_BUCKETS_MAP: &str = "service-nodeport-buckets";
+
+/// The bucket a dispatch-map key belongs to: the low bits of its address (a Service address)
+/// or port (a NodePort), which the packet path computes with one mask (`ip daddr & 0.0.3.255`,
+/// `th dport & 1023`). ClusterIPs are allocated at random and NodePorts in sequence, so both
+/// spread evenly; an address that many Service ports share (an externalIP or a load balancer's)
+/// keeps all of them in one bucket.
+pub fn bucket_of(map: MapName, key: &[Value]) -> u16 {
+    let (low, count) = match (map, key) {
+        (MapName::ServiceIps, [Value::Addr(std::net::IpAddr::V4(ip)), ..]) => {
+            (u128::from(u32::from(*ip)), SERVICE_IP_BUCKETS)
+        }
+        (MapName::ServiceIps, [Value::Addr(std::net::IpAddr::V6(ip)), ..]) => {
+            (u128::from(*ip), SERVICE_IP_BUCKETS)
+        }
+        (MapName::ServiceNodePorts, [_, Value::Port(port)]) => {
+            (u128::from(*port), NODEPORT_BUCKETS)
+        }
+        _ => (0, 1),
+    };
+    u16::try_from(low % u128::from(count)).unwrap_or(0)
+}
+
+/// Whether `map`'s keys select rules in bucket chains (rather than being a verdict map).
+pub fn dispatches(map: MapName) -> bool {
+    matches!(map, MapName::ServiceIps | MapName::ServiceNodePorts)
+}
+
+/// The name of a bucket chain: the map's name and three hex digits.
+pub fn chain_name(map: MapName, bucket: u16) -> String {
+    format!("{}-{bucket:03x}", map.as_str())
+}
+
+/// The guards of a bucket's keys: for each key, the matches that tell its packets from those
+/// of the bucket's other keys. A packet reaches the bucket only through its own key's map
+/// element, so a guard compares only the fields some other key shares the rest with: the
+/// address alone when no other key has it, the port too when one does, the protocol only
+/// when another key has the same address and port (a DNS Service's TCP and UDP 53). Most
+/// guards are one comparison; every field compared costs two expressions per rule to load.
+pub fn guards(map: MapName, keys: &[&[Value]]) -> Vec<Vec<Match>> {
+    // Key fields in their maps' order, and which of them to compare first.
+    let (fields, order): (&[Expr], &[usize]) = match map {
+        MapName::ServiceIps | MapName::NoEndpointServices => {
+            (&[Expr::DestAddr, Expr::L4Proto, Expr::DestPort], &[0, 2, 1])
+        }
+        MapName::ServiceNodePorts | MapName::NoEndpointNodePorts => {
+            (&[Expr::L4Proto, Expr::DestPort], &[1, 0])
+        }
+    };
+    let project = |key: &[Value], depth: usize| -> Vec<Value> {
+        order[..depth]
+            .iter()
+            .filter_map(|&f| key.get(f).copied())
+            .collect()
+    };
+    // How many keys agree on the first `depth` fields of `order`, for each depth.
+    let counts: Vec<BTreeMap<Vec<Value>, usize>> = (1..order.len())
+        .map(|depth| {
+            let mut counts = BTreeMap::new();
+            for key in keys {
+                *counts.entry(project(key, depth)).or_insert(0) += 1;
+            }
+            counts
+        })
+        .collect();
+    keys.iter()
+        .map(|key| {
+            let depth = (1..order.len())
+                .find(|&depth| counts[depth - 1].get(&project(key, depth)) == Some(&1))
+                .unwrap_or(order.len());
+            let mut compared = order[..depth].to_vec();
+            compared.sort_unstable();
+            compared
+                .into_iter()
+                .filter_map(|f| Some(Match::eq(fields[f], *key.get(f)?)))
+                .collect()
+        })
+        .collect()
+}
+
+/// The rules a key brings to its bucket behind `guard` ([`guards`]): the chain its element
+/// named, with every chain that one enters by `goto` inlined. `chains` finds port chains by
+/// name; a verdict that names no port chain brings no rules (the element keeps it).
+pub fn entry_rules<'c>(
+    map: MapName,
+    guard: &[Match],
+    verdict: &Verdict,
+    chains: &impl Fn(&str) -> Option<&'c Chain>,
+) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    match verdict {
+        Verdict::Goto(name) => {
+            if let Some(chain) = chains(name) {
+                inline(guard, chain, chains, &mut rules);
+            }
+        }
+        // Other verdicts (drop, when a Local policy has no local endpoint) are rules in the
+        // bucket too: the packet path reaches it by the key's low bits alone.
+        other if dispatches(map) => {
+            rules.push(Rule::verdict(other.clone()).when(guard.iter().cloned()));
+        }
+        _ => {}
+    }
+    rules
+}
+
+fn inline<'c>(
+    guard: &[Match],
+    chain: &Chain,
+    chains: &impl Fn(&str) -> Option<&'c Chain>,
+    out: &mut Vec<Rule>,
+) {
+    for rule in &chain.rules {
+        let mut matches = guard.to_vec();
+        matches.extend(rule.matches.iter().filter(|m| !guard.contains(m)).cloned());
+        let comment = rule.comment.clone().or_else(|| chain.comment.clone());
+        let target = match &rule.action {
+            Some(crate::ir::Action::Verdict(Verdict::Goto(name))) => chains(name),
+            _ => None,
+        };
+        match target {
+            Some(target) => {
+                if !rule.statements.is_empty() {
+                    out.push(Rule {
+                        matches: matches.clone(),
+                        statements: rule.statements.clone(),
+                        action: None,
+                        comment,
+                    });
+                }
+                inline(&matches, target, chains, out);
+            }
+            None => out.push(Rule {
+                matches,
+                statements: rule.statements.clone(),
+                action: rule.action.clone(),
+                comment,
+            }),
+        }
+    }
+}
+
+/// Turns a table's port chains into bucket chains: replaces the `service-ips` map by its set
+/// of keys and the bucket map, redirects the NodePort map's elements, and returns every
+/// Service-address bucket and the NodePort buckets that hold rules, in map and bucket order.
+pub(crate) fn dispatch(
+    sets: &mut Vec<Set>,
+    maps: &mut Vec<Map>,
+    port_chains: Vec<Chain>,
+) -> Vec<Chain> {
+    let by_name: HashMap<&str, &Chain> = port_chains.iter().map(|c| (c.name.as_str(), c)).collect();
+    let lookup = |name: &str| by_name.get(name).copied();
+    // Each bucket's elements, in key order.
+    let mut buckets: BTreeMap<(MapName, u16), Vec<&VerdictElement>> = BTreeMap::new();
+    for map in maps.iter() {
+        let Some(name) = MapName::of(&map.name).filter(|m| dispatches(*m)) else {
+            continue;
+        };
+        for element in &map.elements {
+            let bucket = bucket_of(name, &element.key);
+            buckets.entry((name, bucket)).or_default().push(element);
+        }
+    }
+    let mut chains = Vec::new();
+    let mut used: BTreeMap<MapName, Vec<u16>> = BTreeMap::new();
+    for ((map, bucket), elements) in buckets {
+        let keys: Vec<&[Value]> = elements.iter().map(|e| e.key.as_slice()).collect();
+        let guards = guards(map, &keys);
+        let mut rules = Vec::new();
+        for (element, guard) in elements.into_iter().zip(&guards) {
+            rules.extend(entry_rules(map, guard, &element.verdict, &lookup));
+        }
+        if !rules.is_empty() {
+            used.entry(map).or_default().push(bucket);
+            chains.push(bucket_chain(map, bucket, rules));
+        }
+    }
+    as_sets(sets, maps, &used);
+    chains
+}
+
+/// Replaces each dispatch map of `maps` by the set of its keys (the packet path asks whether
+/// a packet's address or NodePort is a Service's, then goes to its bucket) and the map to its
+/// bucket chains, with an element for each bucket `used` lists for it.
+pub(crate) fn as_sets(
+    sets: &mut Vec<Set>,
+    maps: &mut Vec<Map>,
+    used: &BTreeMap<MapName, Vec<u16>>,
+) {
+    for (name, buckets_map) in [
+        (MapName::ServiceIps, SERVICE_IP_BUCKETS_MAP),
+        (MapName::ServiceNodePorts, NODEPORT_BUCKETS_MAP),
+    ] {
+        let Some(at) = maps.iter().position(|m| m.name == name.as_str()) else {
+            continue;
+        };
+        let map = maps.remove(at);
+        // The type of what the bucket map is keyed by: the address, or the port.
+        let low_type = match name {
+            MapName::ServiceIps => map.key.first().copied().unwrap_or(DataType::Ipv4Addr),
+            _ => DataType::InetService,
+        };
+        let elements = used
+            .get(&name)
+            .into_iter()
+            .flatten()
+            .map(|&bucket| VerdictElement {
+                key: vec![bucket_key(low_type, bucket)],
+                verdict: Verdict::Goto(chain_name(name, bucket)),
+            })
+            .collect();
+        let mut keys: Vec<Vec<Value>> = map.elements.into_iter().map(|e| e.key).collect();
+        keys.dedup();
+        sets.push(Set {
+            name: map.name,
+            key: map.key,
+            interval: false,
+            timeout: None,
+            size: None,
+            comment: map.comment,
+            elements: keys,
+        });
+        maps.insert(
+            at,
+            Map {
+                name: buckets_map.to_string(),
+                key: vec![low_type],
+                comment: Some(match name {
+                    MapName::ServiceIps => {
+                        "the bucket chain of each Service address's low bits".into()
+                    }
+                    _ => "the bucket chain of each NodePort's low bits".into(),
+                }),
+                elements,
+            },
+        );
+    }
+}
+
+/// The bucket map's key for `bucket`: the address or port whose low bits it is.
+fn bucket_key(low_type: DataType, bucket: u16) -> Value {
+    match low_type {
+        DataType::Ipv4Addr => Value::Addr(std::net::IpAddr::V4(u32::from(bucket).into())),
+        DataType::Ipv6Addr => Value::Addr(std::net::IpAddr::V6(u128::from(bucket).into())),
+        _ => Value::Port(bucket),
+    }
+}
+
+/// The chain of one bucket.
+pub(crate) fn bucket_chain(map: MapName, bucket: u16, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name: chain_name(map, bucket),
+        hook: None,
+        comment: None,
+        rules,
+    }
+}
