@@ -273,6 +273,22 @@ pub(crate) fn as_sets(
     }
 }
 
+/// The bucket of a dispatch-map key, as its chain's name and its bucket map's key (the low
+/// bits of the key's address or port): where that key's rules are.
+pub fn bucket_of_key(map: MapName, key: &[Value]) -> (String, Vec<Value>) {
+    let bucket = bucket_of(map, key);
+    let low_type = match key.first() {
+        Some(Value::Addr(std::net::IpAddr::V4(_))) if map == MapName::ServiceIps => {
+            DataType::Ipv4Addr
+        }
+        Some(Value::Addr(std::net::IpAddr::V6(_))) if map == MapName::ServiceIps => {
+            DataType::Ipv6Addr
+        }
+        _ => DataType::InetService,
+    };
+    (chain_name(map, bucket), vec![bucket_key(low_type, bucket)])
+}
+
 /// The bucket map's key for `bucket`: the address or port whose low bits it is.
 fn bucket_key(low_type: DataType, bucket: u16) -> Value {
     match low_type {

@@ -359,7 +359,11 @@ impl Graph {
             .iter_mut()
             .find(|e| e.from == from && e.to == to && e.kind == kind && e.goto == goto)
         {
-            edge.label.push(label);
+            // Several rules reach one endpoint window (a Service port's addresses each have
+            // a DNAT rule for it); its endpoints' lines are the same for all of them.
+            if !edge.label.contains(&label) {
+                edge.label.push(label);
+            }
             edge.origins.push(origin);
             return;
         }

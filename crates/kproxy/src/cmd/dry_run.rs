@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use kproxy_compiler::ir::Value;
-use kproxy_compiler::naming;
+use kproxy_compiler::{buckets, MapName};
 use kproxy_model::ProxyState;
 use kproxy_trace::Focus;
 
@@ -80,8 +80,8 @@ pub fn run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The objects of Service `namespace/name`: its chains, named as the compiler names them, and
-/// the keys its addresses and ports have in the sets and maps.
+/// The objects of Service `namespace/name`: the bucket chains its rules are in, and the keys its
+/// addresses and ports (and their buckets) have in the sets and maps.
 fn focus(state: &ProxyState, service: &str) -> anyhow::Result<Focus> {
     let Some((namespace, name)) = service.split_once('/') else {
         bail!("--service {service:?} is not NAMESPACE/NAME");
@@ -94,15 +94,20 @@ fn focus(state: &ProxyState, service: &str) -> anyhow::Result<Focus> {
         .filter(|p| p.name.namespace == namespace && p.name.service == name)
     {
         found = true;
-        let id = naming::port_id(&port.name, port.port);
-        focus.chains.extend([
-            naming::service_chain(&id),
-            naming::local_chain(&id),
-            naming::external_chain(&id),
-        ]);
         let proto = Value::Proto(port.name.protocol);
+        // Its rules live in the bucket chains of its keys (beside other Services' rules).
+        let bucket = |focus: &mut Focus, map: MapName, key: Vec<Value>| {
+            let (chain, element) = buckets::bucket_of_key(map, &key);
+            focus.chains.insert(chain);
+            focus.keys.insert(element);
+            focus.keys.insert(key);
+        };
         if let Some(node_port) = port.node_port {
-            focus.keys.insert(vec![proto, Value::Port(node_port)]);
+            bucket(
+                &mut focus,
+                MapName::ServiceNodePorts,
+                vec![proto, Value::Port(node_port)],
+            );
         }
         for family in &port.families {
             let addresses: BTreeSet<_> = std::iter::once(family.cluster_ip)
@@ -111,9 +116,11 @@ fn focus(state: &ProxyState, service: &str) -> anyhow::Result<Focus> {
                 .collect();
             for addr in addresses {
                 focus.keys.insert(vec![Value::Addr(addr)]);
-                focus
-                    .keys
-                    .insert(vec![Value::Addr(addr), proto, Value::Port(port.port)]);
+                bucket(
+                    &mut focus,
+                    MapName::ServiceIps,
+                    vec![Value::Addr(addr), proto, Value::Port(port.port)],
+                );
             }
         }
     }
