@@ -83,27 +83,36 @@ pub fn guards(map: MapName, keys: &[&[Value]]) -> Vec<Vec<Match>> {
             (&[Expr::L4Proto, Expr::DestPort], &[1, 0])
         }
     };
-    let project = |key: &[Value], depth: usize| -> Vec<Value> {
-        order[..depth]
-            .iter()
-            .filter_map(|&f| key.get(f).copied())
-            .collect()
+    // Sorted by the fields in `order`, keys that agree on the first fields are neighbours:
+    // a key needs `depth` fields when a neighbour agrees with it on the first `depth - 1`.
+    let agree = |a: &[Value], b: &[Value], depth: usize| {
+        order[..depth].iter().all(|&f| a.get(f) == b.get(f))
     };
-    // How many keys agree on the first `depth` fields of `order`, for each depth.
-    let counts: Vec<BTreeMap<Vec<Value>, usize>> = (1..order.len())
-        .map(|depth| {
-            let mut counts = BTreeMap::new();
-            for key in keys {
-                *counts.entry(project(key, depth)).or_insert(0) += 1;
-            }
-            counts
-        })
-        .collect();
+    let mut sorted: Vec<usize> = (0..keys.len()).collect();
+    sorted.sort_unstable_by(|&a, &b| {
+        order
+            .iter()
+            .map(|&f| keys[a].get(f).cmp(&keys[b].get(f)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut depths = vec![1; keys.len()];
+    for (at, &key) in sorted.iter().enumerate() {
+        let neighbours = [at.checked_sub(1), at.checked_add(1)];
+        for other in neighbours
+            .into_iter()
+            .flatten()
+            .filter_map(|n| sorted.get(n))
+        {
+            let shared = (1..=order.len())
+                .take_while(|&depth| agree(keys[key], keys[*other], depth))
+                .count();
+            depths[key] = depths[key].max((shared + 1).min(order.len()));
+        }
+    }
     keys.iter()
-        .map(|key| {
-            let depth = (1..order.len())
-                .find(|&depth| counts[depth - 1].get(&project(key, depth)) == Some(&1))
-                .unwrap_or(order.len());
+        .zip(depths)
+        .map(|(key, depth)| {
             let mut compared = order[..depth].to_vec();
             compared.sort_unstable();
             compared
@@ -147,7 +156,8 @@ fn inline<'c>(
     out: &mut Vec<Rule>,
 ) {
     for rule in &chain.rules {
-        let mut matches = guard.to_vec();
+        let mut matches = Vec::with_capacity(guard.len() + rule.matches.len());
+        matches.extend_from_slice(guard);
         matches.extend(rule.matches.iter().filter(|m| !guard.contains(m)).cloned());
         let comment = rule.comment.clone().or_else(|| chain.comment.clone());
         let target = match &rule.action {
@@ -305,5 +315,51 @@ pub(crate) fn bucket_chain(map: MapName, bucket: u16, rules: Vec<Rule>) -> Chain
         hook: None,
         comment: None,
         rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kproxy_model::Protocol;
+
+    fn key(ip: &str, protocol: Protocol, port: u16) -> Vec<Value> {
+        let ip = ip.parse().expect("test address");
+        vec![Value::Addr(ip), Value::Proto(protocol), Value::Port(port)]
+    }
+
+    #[test]
+    fn a_guard_compares_only_what_tells_its_key_from_the_buckets_others() {
+        let dns_tcp = key("10.96.0.10", Protocol::Tcp, 53);
+        let dns_udp = key("10.96.0.10", Protocol::Udp, 53);
+        let metrics = key("10.96.0.10", Protocol::Tcp, 9153);
+        let web = key("10.96.4.10", Protocol::Tcp, 80);
+        let keys: Vec<&[Value]> = vec![&dns_tcp, &dns_udp, &metrics, &web];
+        let fields = |key: &[Value], which: &[usize]| -> Vec<Match> {
+            let exprs = [Expr::DestAddr, Expr::L4Proto, Expr::DestPort];
+            which.iter().map(|&f| Match::eq(exprs[f], key[f])).collect()
+        };
+        assert_eq!(
+            guards(MapName::ServiceIps, &keys),
+            vec![
+                fields(&dns_tcp, &[0, 1, 2]),
+                fields(&dns_udp, &[0, 1, 2]),
+                fields(&metrics, &[0, 2]),
+                fields(&web, &[0]),
+            ]
+        );
+    }
+
+    #[test]
+    fn service_addresses_and_nodeports_go_to_the_bucket_of_their_low_bits() {
+        assert_eq!(
+            bucket_of(MapName::ServiceIps, &key("10.96.7.10", Protocol::Tcp, 80)),
+            0x30a
+        );
+        let node_port = [Value::Proto(Protocol::Udp), Value::Port(30_080)];
+        assert_eq!(
+            bucket_of(MapName::ServiceNodePorts, &node_port),
+            30_080 % 1024
+        );
     }
 }
