@@ -4,18 +4,23 @@
 //! `external-…`), but the kernel never sees those chains. Every transaction's commit visits
 //! every chain of the table (`nf_tables_commit` readies each chain's next rule generation),
 //! so with a chain per port one endpoint change at 50,000 Services cost 7–9 ms of walking
-//! ~74,000 chains, and the cost grew with the cluster. Instead the elements of the two
-//! dispatch maps (`service-ips`, `service-nodeports`) go to one of [`SERVICE_IP_BUCKETS`] or
-//! [`NODEPORT_BUCKETS`] chains, picked by a hash of the element's key, and each bucket holds,
-//! for every key that hashes to it, the rules of the chain that key led to, each guarded by
-//! the key itself (`ip daddr 10.96.0.10 meta l4proto udp th dport 53 …`).
+//! ~74,000 chains, and the cost grew with the cluster. Instead the keys of the two dispatch
+//! maps (`service-ips`: address, protocol, port; `service-nodeports`: protocol, NodePort) become
+//! sets, and a packet whose key is in one goes to one of [`SERVICE_IP_BUCKETS`] or
+//! [`NODEPORT_BUCKETS`] chains, picked by the low bits of its address or port. Each bucket holds,
+//! for every key in it, the rules of the chain that key led to, each guarded by as much of the
+//! key as tells it from the bucket's other keys (`ip daddr 10.96.0.10 th dport 9153 …`).
+//!
+//! The bucket maps have at most 1,024 elements because the kernel validates a table by walking
+//! it from the base chains: a map keyed by the full key, each element naming a bucket, would
+//! make every element validate its bucket again, multiplying the walk by the keys per bucket.
 //!
 //! Inlining a chain is exact here: a port chain is entered only by `goto` (from its map element
 //! or from another of its port's chains), every port chain ends in a rule that always ends the
 //! packet's walk (DNAT, reject, drop or `goto`), and the guards of two keys in one bucket never
 //! both match a packet, so the rules of other keys that a packet passes over cannot act on it.
 //! A packet looks at about one bucket's worth of guards (70 keys at 50,000 Services) after the
-//! map lookup; those fail on their first comparison.
+//! two lookups; nearly all fail on their first comparison.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -68,8 +73,8 @@ pub fn chain_name(map: MapName, bucket: u16) -> String {
 }
 
 /// The guards of a bucket's keys: for each key, the matches that tell its packets from those
-/// of the bucket's other keys. A packet reaches the bucket only through its own key's map
-/// element, so a guard compares only the fields some other key shares the rest with: the
+/// of the bucket's other keys. Only packets whose key is in the map's set reach a bucket, and
+/// they reach their key's bucket, so a guard compares only the fields some other key shares the rest with: the
 /// address alone when no other key has it, the port too when one does, the protocol only
 /// when another key has the same address and port (a DNS Service's TCP and UDP 53). Most
 /// guards are one comparison; every field compared costs two expressions per rule to load.
@@ -186,9 +191,9 @@ fn inline<'c>(
     }
 }
 
-/// Turns a table's port chains into bucket chains: replaces the `service-ips` map by its set
-/// of keys and the bucket map, redirects the NodePort map's elements, and returns every
-/// Service-address bucket and the NodePort buckets that hold rules, in map and bucket order.
+/// Turns a table's port chains into bucket chains: replaces each dispatch map by its set of
+/// keys and its bucket map ([`as_sets`]) and returns the buckets that hold rules, in map and
+/// bucket order.
 pub(crate) fn dispatch(
     sets: &mut Vec<Set>,
     maps: &mut Vec<Map>,

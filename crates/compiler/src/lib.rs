@@ -7,12 +7,14 @@
 //!
 //! # Brief overview
 //!
-//! One table per IP family (`ip kproxy`, `ip6 kproxy`). Packets reach a Service port's chain
-//! through named verdict maps keyed by `address . protocol . port` ([`MapName::ServiceIps`]) or
-//! `protocol . port` for NodePorts: one hash lookup, whatever the number of Services. Each
-//! Service port then has at most three small chains (`service-…`, `local-…`, `external-…`) and
-//! its endpoints are ranges in a shared, sharded endpoint map ([`endpoint_maps`]), so an
-//! endpoint change rewrites map elements and no rule. `docs/architecture.md` explains the layout and counts the kernel objects.
+//! One table per IP family (`ip kproxy`, `ip6 kproxy`). A packet whose `address . protocol .
+//! port` ([`MapName::ServiceIps`]) or `protocol . port` (NodePorts) is a Service's goes to the
+//! bucket chain of its address's or port's low bits ([`buckets`]), where a Service port's rules
+//! sit behind a guard: two hash lookups and a short walk, whatever the number of Services, and
+//! a number of chains that does not grow with them. The compiler builds each Service port as up
+//! to three small chains (`service-…`, `local-…`, `external-…`) that [`buckets`] inlines; its
+//! endpoints are ranges in a shared, sharded endpoint map ([`endpoint_maps`]), so an endpoint
+//! change rewrites map elements and no rule. `docs/architecture.md` explains the layout and counts the kernel objects.
 //!
 //! The modules are named for what they compile: [`clusterip`], [`nodeport`], [`external`]
 //! (externalIPs, load-balancer IPs and externalTrafficPolicy), [`firewall`]

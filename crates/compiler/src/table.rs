@@ -47,13 +47,14 @@ impl SetName {
     }
 }
 
-/// The named verdict maps every table has: the O(1) dispatch from a destination to its
-/// Service port's chain.
+/// The keyed dispatch every table has: from a destination to its Service port's rules. The
+/// first two become sets and bucket maps in the kernel ([`crate::buckets`]); the other two are
+/// verdict maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum MapName {
-    /// `ip . proto . port` of ClusterIPs, externalIPs and load-balancer IPs → chain.
+    /// `ip . proto . port` of ClusterIPs, externalIPs and load-balancer IPs → port chain.
     ServiceIps,
-    /// `proto . port` of NodePorts → chain.
+    /// `proto . port` of NodePorts → port chain.
     ServiceNodePorts,
     /// `ip . proto . port` of Services without usable endpoints → reject.
     NoEndpointServices,
