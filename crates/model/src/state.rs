@@ -1,6 +1,7 @@
 //! The desired state for one node: every Service port with its selected endpoints.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -51,11 +52,14 @@ impl ProxyState {
                 .get(&(service.namespace.as_str(), service.name.as_str()))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
+            // One copy of the Service's names for all its ports.
+            let namespace: Arc<str> = service.namespace.as_str().into();
+            let service_name: Arc<str> = service.name.as_str().into();
             for port in &service.ports {
                 let name = ServicePortName {
-                    namespace: service.namespace.clone(),
-                    service: service.name.clone(),
-                    port: port.name.clone(),
+                    namespace: namespace.clone(),
+                    service: service_name.clone(),
+                    port: port.name.as_str().into(),
                     protocol: port.protocol,
                 };
                 if ports.contains_key(&name) {

@@ -403,6 +403,7 @@ fn net6(segments: [u16; 8], len: u8) -> IpNet {
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet, HashSet};
+    use std::sync::Arc;
 
     use super::*;
 
@@ -446,8 +447,9 @@ mod tests {
             "ports sorted by name, no duplicates"
         );
 
-        let mut cluster_ips: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
-        let mut pods_by_service: BTreeMap<(String, String), BTreeSet<IpAddr>> = BTreeMap::new();
+        type Service = (Arc<str>, Arc<str>);
+        let mut cluster_ips: BTreeMap<IpAddr, Service> = BTreeMap::new();
+        let mut pods_by_service: BTreeMap<Service, BTreeSet<IpAddr>> = BTreeMap::new();
         let mut node_ports = HashSet::new();
         let (mut v6, mut lb, mut ranged, mut empty, mut local_eps, mut eps) = (0, 0, 0, 0, 0, 0);
         for port in &state.ports {
@@ -482,7 +484,7 @@ mod tests {
             }
         }
         assert_eq!(pods_by_service.len(), SERVICES);
-        let dual_services: BTreeSet<&String> = state
+        let dual_services: BTreeSet<&Arc<str>> = state
             .ports
             .iter()
             .filter(|p| p.families.len() == 2)

@@ -352,7 +352,7 @@ fn restores_declare_chains_in_descending_name_order() {
     assert_descending(&render::full(&rules));
     // Losing a Service leaves stale chains, declared (to flush them) among the written ones.
     let mut after = before.clone();
-    after.ports.retain(|port| port.name.service != "svc-7");
+    after.ports.retain(|port| &*port.name.service != "svc-7");
     let restore = partial(&rules, &compile_family(&after, &options, IpFamily::V4));
     assert!(!restore.deleted.is_empty() && !restore.written.is_empty());
     assert_descending(&restore.text);

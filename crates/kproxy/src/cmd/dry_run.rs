@@ -91,7 +91,7 @@ fn focus(state: &ProxyState, service: &str) -> anyhow::Result<Focus> {
     for port in state
         .ports
         .iter()
-        .filter(|p| p.name.namespace == namespace && p.name.service == name)
+        .filter(|p| &*p.name.namespace == namespace && &*p.name.service == name)
     {
         found = true;
         let proto = Value::Proto(port.name.protocol);

@@ -281,7 +281,7 @@ struct Programmed {
 }
 
 fn key_of(port: &ServicePort) -> ServiceKey {
-    ServiceKey::new(port.name.namespace.clone(), port.name.service.clone())
+    ServiceKey::new(&*port.name.namespace, &*port.name.service)
 }
 
 /// An RFC 3339 time as the API server writes it (`2026-12-01T10:00:00Z`, maybe with a

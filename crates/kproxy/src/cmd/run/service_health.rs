@@ -39,13 +39,13 @@ pub fn wanted(state: &ProxyState, snapshot: &Snapshot, node_name: &str) -> Vec<S
             continue;
         };
         let name = &port.name;
-        if !seen.insert((name.namespace.as_str(), name.service.as_str())) {
+        if !seen.insert((&*name.namespace, &*name.service)) {
             continue;
         }
         checks.push(ServiceCheck {
             port: check_port,
-            namespace: name.namespace.clone(),
-            name: name.service.clone(),
+            namespace: name.namespace.to_string(),
+            name: name.service.to_string(),
             local_endpoints: 0,
         });
     }
