@@ -23,8 +23,8 @@ use crate::changes::{Cache, Changes, ServiceKey, Shared};
 
 /// Turns one cache's events into the changes the consumer cares about.
 pub(crate) trait Tracker<V> {
-    /// `value` was added or updated.
-    fn applied(&mut self, value: &V, changes: &mut Changes);
+    /// `value` was added or updated; `previous` is the version the store held until now.
+    fn applied(&mut self, previous: Option<&V>, value: &V, changes: &mut Changes);
     /// `value` was deleted.
     fn deleted(&mut self, value: &V, changes: &mut Changes);
 }
@@ -54,7 +54,8 @@ pub(crate) async fn run<K, V, T>(
         match event {
             Ok(Event::Apply(object)) => {
                 let value = convert(&object);
-                tracker.applied(&value, &mut changes);
+                let previous = store.get(value.key());
+                tracker.applied(previous.as_deref(), &value, &mut changes);
                 store.insert(value);
             }
             Ok(Event::Delete(object)) => {
@@ -98,7 +99,7 @@ fn relisted<V: Cached, T: Tracker<V>>(
     for (key, value) in &after {
         match before.get(*key) {
             Some(previous) if previous.resource_version() == value.resource_version() => {}
-            _ => tracker.applied(value, changes),
+            previous => tracker.applied(previous.map(|p| &**p), value, changes),
         }
     }
     let gone: BTreeMap<&ObjectKey, &Arc<V>> = before
@@ -115,7 +116,12 @@ fn relisted<V: Cached, T: Tracker<V>>(
 pub(crate) struct Services;
 
 impl Tracker<CachedService> for Services {
-    fn applied(&mut self, service: &CachedService, changes: &mut Changes) {
+    fn applied(
+        &mut self,
+        _: Option<&CachedService>,
+        service: &CachedService,
+        changes: &mut Changes,
+    ) {
         changes.service_object(service_key(service));
     }
 
@@ -129,43 +135,34 @@ fn service_key(service: &CachedService) -> ServiceKey {
     ServiceKey::new(namespace.clone(), name.clone())
 }
 
-/// EndpointSlices: the Service named by `kubernetes.io/service-name`. Remembers each slice's
-/// Service, so a slice whose label changes reports both the old and the new Service, and keeps
-/// the [`SliceIndex`] the handle reads one Service's slices from.
+/// EndpointSlices: the Service named by `kubernetes.io/service-name`. A slice whose label
+/// changes reports both the old and the new Service (the old one is the previous version's,
+/// which the store hands over), and the tracker keeps the [`SliceIndex`] the handle reads one
+/// Service's slices from.
 #[derive(Debug, Default)]
 pub(crate) struct Slices {
-    owner: HashMap<(String, String), ServiceKey>,
     index: Arc<Mutex<SliceIndex>>,
 }
 
 impl Slices {
     /// A tracker that keeps `index` up to date.
     pub(crate) fn new(index: Arc<Mutex<SliceIndex>>) -> Slices {
-        Slices {
-            owner: HashMap::new(),
-            index,
-        }
+        Slices { index }
     }
 
-    /// Records that slice `name` now belongs to `service` (or to none).
-    fn own(
-        &mut self,
-        slice_key: (String, String),
-        service: Option<ServiceKey>,
-    ) -> Option<ServiceKey> {
-        let name = slice_key.1.clone();
-        let previous = match &service {
-            Some(service) => self.owner.insert(slice_key, service.clone()),
-            None => self.owner.remove(&slice_key),
-        };
+    /// Records that slice `name` moved from Service `previous` to `service` (either may be
+    /// none).
+    fn moved(&mut self, name: &str, previous: Option<&ServiceKey>, service: Option<&ServiceKey>) {
+        if previous == service {
+            return;
+        }
         let mut index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(previous) = &previous {
-            index.remove(previous, &name);
+        if let Some(previous) = previous {
+            index.remove(previous, name);
         }
         if let Some(service) = service {
-            index.insert(service, name);
+            index.insert(service.clone(), name.to_string());
         }
-        previous
     }
 }
 
@@ -201,17 +198,23 @@ impl SliceIndex {
 }
 
 impl Tracker<CachedSlice> for Slices {
-    fn applied(&mut self, slice: &CachedSlice, changes: &mut Changes) {
-        let previous = self.own(slice.key().clone(), slice.service.clone());
-        for key in previous.into_iter().chain(slice.service.clone()) {
-            changes.endpoint_slice(key);
+    fn applied(
+        &mut self,
+        previous: Option<&CachedSlice>,
+        slice: &CachedSlice,
+        changes: &mut Changes,
+    ) {
+        let previous = previous.and_then(|p| p.service.as_ref());
+        self.moved(&slice.key().1, previous, slice.service.as_ref());
+        for key in previous.into_iter().chain(&slice.service) {
+            changes.endpoint_slice(key.clone());
         }
     }
 
     fn deleted(&mut self, slice: &CachedSlice, changes: &mut Changes) {
-        let previous = self.own(slice.key().clone(), None);
-        for key in previous.into_iter().chain(slice.service.clone()) {
-            changes.endpoint_slice(key);
+        self.moved(&slice.key().1, slice.service.as_ref(), None);
+        if let Some(key) = &slice.service {
+            changes.endpoint_slice(key.clone());
         }
     }
 }
@@ -268,7 +271,7 @@ impl Topology {
 }
 
 impl Tracker<CachedNode> for NodeTopology {
-    fn applied(&mut self, node: &CachedNode, changes: &mut Changes) {
+    fn applied(&mut self, _: Option<&CachedNode>, node: &CachedNode, changes: &mut Changes) {
         let topology = Some(Topology::of(&node.node));
         if topology != self.last {
             self.last = topology;
@@ -322,7 +325,8 @@ mod tests {
     fn a_relabelled_slice_reports_its_old_and_new_service() {
         let mut tracker = Slices::default();
         let mut changes = Changes::default();
-        tracker.applied(&slice("web-1", Some("web"), "1"), &mut changes);
+        let v1 = slice("web-1", Some("web"), "1");
+        tracker.applied(None, &v1, &mut changes);
         assert_eq!(keys(&changes), ["ns/web"]);
         assert_eq!(changes.endpoint_slices, changes.services);
         assert!(
@@ -330,10 +334,11 @@ mod tests {
             "a slice is not the Service"
         );
         let mut changes = Changes::default();
-        tracker.applied(&slice("web-1", Some("api"), "2"), &mut changes);
+        let v2 = slice("web-1", Some("api"), "2");
+        tracker.applied(Some(&v1), &v2, &mut changes);
         assert_eq!(keys(&changes), ["ns/api", "ns/web"]);
         let mut changes = Changes::default();
-        tracker.applied(&slice("web-1", None, "3"), &mut changes);
+        tracker.applied(Some(&v2), &slice("web-1", None, "3"), &mut changes);
         assert_eq!(
             keys(&changes),
             ["ns/api"],
@@ -349,15 +354,21 @@ mod tests {
         let web = ServiceKey::new("ns", "web");
         let api = ServiceKey::new("ns", "api");
         let of = |key: &ServiceKey| index.lock().unwrap().slices_of(key);
-        tracker.applied(&slice("web-2", Some("web"), "1"), &mut changes);
-        tracker.applied(&slice("web-1", Some("web"), "1"), &mut changes);
+        let web_1 = slice("web-1", Some("web"), "1");
+        tracker.applied(None, &slice("web-2", Some("web"), "1"), &mut changes);
+        tracker.applied(None, &web_1, &mut changes);
         assert_eq!(of(&web), ["web-1", "web-2"]);
-        tracker.applied(&slice("web-1", Some("api"), "2"), &mut changes);
+        let web_1_relabelled = slice("web-1", Some("api"), "2");
+        tracker.applied(Some(&web_1), &web_1_relabelled, &mut changes);
         assert_eq!(of(&web), ["web-2"]);
         assert_eq!(of(&api), ["web-1"]);
         tracker.deleted(&slice("web-2", Some("web"), "3"), &mut changes);
         assert!(of(&web).is_empty());
-        tracker.applied(&slice("web-1", None, "4"), &mut changes);
+        tracker.applied(
+            Some(&web_1_relabelled),
+            &slice("web-1", None, "4"),
+            &mut changes,
+        );
         assert!(of(&api).is_empty());
     }
 
@@ -408,7 +419,7 @@ mod tests {
         let mut tracker = NodeTopology::default();
         let mut seen = |n: &Node| {
             let mut changes = Changes::default();
-            tracker.applied(&CachedNode::of(n), &mut changes);
+            tracker.applied(None, &CachedNode::of(n), &mut changes);
             changes.node
         };
         assert!(seen(&node("z1", "10.0.0.1", "1")), "first sight");
