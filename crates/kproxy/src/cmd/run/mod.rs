@@ -66,6 +66,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let node_name = hostname::for_flags(&args.proxy)?;
+    // Before any thread allocates: every thread then shares the one heap.
+    ffi::use_one_heap_arena();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
