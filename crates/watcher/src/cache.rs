@@ -18,8 +18,9 @@ use kube::ResourceExt as _;
 
 use crate::ServiceKey;
 
-/// `(namespace, name)`; the namespace is empty for cluster-scoped objects.
-pub(crate) type ObjectKey = (String, String);
+/// `(namespace, name)`; the namespace is empty for cluster-scoped objects. Shared, not
+/// copied, between a store's map and the value it keys (100,000 objects at 50,000 Services).
+pub(crate) type ObjectKey = (Arc<str>, Arc<str>);
 
 /// What every cached value says about the object it came from.
 pub(crate) trait Cached: Send + Sync + 'static {
@@ -133,7 +134,7 @@ impl CachedSlice {
         let service = slice
             .labels()
             .get(SERVICE_NAME_LABEL)
-            .map(|name| ServiceKey::new(key.0.clone(), name.clone()));
+            .map(|name| ServiceKey::new(&*key.0, name.clone()));
         let spec = translated(slice, k8s::endpoint_slice(slice));
         CachedSlice {
             resource_version: slice.resource_version(),
@@ -184,7 +185,10 @@ impl Cached for CachedNode {
 }
 
 pub(crate) fn object_key<K: kube::Resource>(object: &K) -> ObjectKey {
-    (object.namespace().unwrap_or_default(), object.name_any())
+    (
+        object.namespace().unwrap_or_default().into(),
+        object.name_any().into(),
+    )
 }
 
 /// The spec of a translated object; skips and invalid fields are logged here, once per

@@ -215,15 +215,16 @@ impl WatcherHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .slices_of(key);
+        let namespace: Arc<str> = key.namespace.as_str().into();
         let endpoint_slices = slice_names
             .into_iter()
-            .filter_map(|name| self.slices.get(&(key.namespace.clone(), name)))
+            .filter_map(|name| self.slices.get(&(Arc::clone(&namespace), name.into())))
             .filter_map(|cached| cached.slice.clone())
             .collect();
         Snapshot {
             services: self
                 .services
-                .get(&(key.namespace.clone(), key.name.clone()))
+                .get(&(namespace, key.name.as_str().into()))
                 .and_then(|cached| cached.spec.clone())
                 .into_iter()
                 .collect(),
@@ -236,7 +237,7 @@ impl WatcherHandle {
     pub fn node(&self) -> Option<Arc<Node>> {
         // Cluster-scoped: the key's namespace is empty.
         self.node
-            .get(&(String::new(), self.node_name.clone()))
+            .get(&("".into(), self.node_name.as_str().into()))
             .map(|cached| Arc::clone(&cached.node))
     }
 }

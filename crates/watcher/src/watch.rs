@@ -132,7 +132,7 @@ impl Tracker<CachedService> for Services {
 
 fn service_key(service: &CachedService) -> ServiceKey {
     let (namespace, name) = service.key();
-    ServiceKey::new(namespace.clone(), name.clone())
+    ServiceKey::new(&**namespace, &**name)
 }
 
 /// EndpointSlices: the Service named by `kubernetes.io/service-name`. A slice whose label
