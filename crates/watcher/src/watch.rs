@@ -7,7 +7,7 @@
 //! the old content against the new by resourceVersion, which also catches objects deleted
 //! while the watch was down.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -171,17 +171,25 @@ impl Slices {
 /// the change is reported, like the store.
 #[derive(Debug, Default)]
 pub(crate) struct SliceIndex {
-    by_service: HashMap<ServiceKey, BTreeSet<String>>,
+    /// Sorted names. Nearly every Service has one slice, so a vector sized exactly (a tree's
+    /// smallest node holds eleven names: ~290 bytes per Service) keeps them.
+    by_service: HashMap<ServiceKey, Vec<String>>,
 }
 
 impl SliceIndex {
     fn insert(&mut self, service: ServiceKey, slice: String) {
-        self.by_service.entry(service).or_default().insert(slice);
+        let slices = self.by_service.entry(service).or_default();
+        if let Err(at) = slices.binary_search(&slice) {
+            slices.reserve_exact(1);
+            slices.insert(at, slice);
+        }
     }
 
     fn remove(&mut self, service: &ServiceKey, slice: &str) {
         if let Some(slices) = self.by_service.get_mut(service) {
-            slices.remove(slice);
+            if let Ok(at) = slices.binary_search_by(|name| name.as_str().cmp(slice)) {
+                slices.remove(at);
+            }
             if slices.is_empty() {
                 self.by_service.remove(service);
             }
@@ -192,7 +200,7 @@ impl SliceIndex {
     pub(crate) fn slices_of(&self, service: &ServiceKey) -> Vec<String> {
         self.by_service
             .get(service)
-            .map(|slices| slices.iter().cloned().collect())
+            .cloned()
             .unwrap_or_default()
     }
 }
