@@ -269,6 +269,10 @@ pub fn select(candidates: &[Candidate<'_>], node: NodeView<'_>) -> EndpointSets 
         .any(|c| c.is_ready() || c.is_serving_terminating());
     cluster.sort();
     local.sort();
+    // A daemon keeps every port's sets until the port changes; a filtered collect leaves room
+    // for sixteen endpoints where there are ten.
+    cluster.shrink_to_fit();
+    local.shrink_to_fit();
     EndpointSets {
         cluster,
         local,
