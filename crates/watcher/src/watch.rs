@@ -198,10 +198,7 @@ impl SliceIndex {
 
     /// The slices of `service`, in name order.
     pub(crate) fn slices_of(&self, service: &ServiceKey) -> Vec<String> {
-        self.by_service
-            .get(service)
-            .cloned()
-            .unwrap_or_default()
+        self.by_service.get(service).cloned().unwrap_or_default()
     }
 }
 
