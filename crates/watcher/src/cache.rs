@@ -44,9 +44,9 @@ impl<V> Default for Store<V> {
 }
 
 impl<V: Cached> Store<V> {
-    pub(crate) fn insert(&self, value: V) {
-        let value = Arc::new(value);
-        self.write().insert(value.key().clone(), value);
+    /// Adds or replaces `value`; returns the version it replaces.
+    pub(crate) fn insert(&self, value: Arc<V>) -> Option<Arc<V>> {
+        self.write().insert(value.key().clone(), value)
     }
 
     pub(crate) fn remove(&self, key: &ObjectKey) -> Option<Arc<V>> {

@@ -53,10 +53,9 @@ pub(crate) async fn run<K, V, T>(
         let mut changes = Changes::default();
         match event {
             Ok(Event::Apply(object)) => {
-                let value = convert(&object);
-                let previous = store.get(value.key());
+                let value = Arc::new(convert(&object));
+                let previous = store.insert(Arc::clone(&value));
                 tracker.applied(previous.as_deref(), &value, &mut changes);
-                store.insert(value);
             }
             Ok(Event::Delete(object)) => {
                 let key = crate::cache::object_key(&object);
