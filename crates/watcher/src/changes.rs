@@ -48,6 +48,10 @@ pub struct Changes {
     /// This node's `topology.kubernetes.io/*` labels, its `status.addresses`, its taints or
     /// its deletion timestamp changed (or the Node appeared or disappeared).
     pub node: bool,
+    /// The `endpoints.kubernetes.io/last-change-trigger-time` of each EndpointSlice version
+    /// that arrived with a value its previous version did not have, in arrival order: when
+    /// the changes now to be programmed began (kube-proxy's network-programming latency).
+    pub trigger_times: Vec<String>,
 }
 
 impl Changes {
@@ -61,12 +65,18 @@ impl Changes {
         self.service_objects.extend(other.service_objects);
         self.endpoint_slices.extend(other.endpoint_slices);
         self.node |= other.node;
+        self.trigger_times.extend(other.trigger_times);
     }
 
     /// Records a change of `key`'s Service object.
     pub(crate) fn service_object(&mut self, key: ServiceKey) {
         self.services.insert(key.clone());
         self.service_objects.insert(key);
+    }
+
+    /// Records a trigger time that arrived with an EndpointSlice.
+    pub(crate) fn trigger_time(&mut self, time: &str) {
+        self.trigger_times.push(time.to_string());
     }
 
     /// Records a change of one of `key`'s EndpointSlices.
@@ -224,6 +234,7 @@ mod tests {
             service_objects: both,
             endpoint_slices: BTreeSet::new(),
             node: true,
+            trigger_times: Vec::new(),
         };
         assert_eq!(updates.next().await, Some(Update::Changed(expected)));
         shared.close();

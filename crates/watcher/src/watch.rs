@@ -208,6 +208,14 @@ impl Tracker<CachedSlice> for Slices {
         slice: &CachedSlice,
         changes: &mut Changes,
     ) {
+        fn trigger_time(slice: &CachedSlice) -> Option<&str> {
+            slice.slice.as_ref()?.trigger_time.as_deref()
+        }
+        if let Some(time) = trigger_time(slice) {
+            if previous.and_then(trigger_time) != Some(time) {
+                changes.trigger_time(time);
+            }
+        }
         let previous = previous.and_then(|p| p.service.as_ref());
         self.moved(&slice.key().1, previous, slice.service.as_ref());
         for key in previous.into_iter().chain(&slice.service) {

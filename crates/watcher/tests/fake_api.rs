@@ -522,3 +522,69 @@ async fn invalid_node_names_are_refused_and_dropping_the_handle_ends_updates() {
     drop(watcher);
     assert_eq!(within("the end of updates", updates.next()).await, None);
 }
+
+/// Collects `Changed` updates until one names `service`; returns the trigger times they carried.
+async fn trigger_times_until(updates: &mut Updates, service: &ServiceKey) -> Vec<String> {
+    let mut times = Vec::new();
+    within(&format!("a change naming {service}"), async {
+        loop {
+            match updates.next().await {
+                Some(Update::Changed(changes)) => {
+                    times.extend(changes.trigger_times);
+                    if changes.services.contains(service) {
+                        break;
+                    }
+                }
+                other => panic!("unexpected update {other:?}"),
+            }
+        }
+    })
+    .await;
+    times
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_trigger_time_is_reported_once_when_its_value_arrives() {
+    let server = FakeApiServer::start().expect("fake API server");
+    server
+        .apply(&node("node-a", "z1", "192.168.0.10", json!({})))
+        .expect("stored");
+    let annotated = |addresses: &[&str], time: Option<&str>| {
+        let mut object = slice("apps", "web-xyz", "web", addresses);
+        if let Some(time) = time {
+            object["metadata"]["annotations"] =
+                json!({"endpoints.kubernetes.io/last-change-trigger-time": time});
+        }
+        object
+    };
+    // Present at the initial list: not a change to program.
+    server
+        .apply(&annotated(&["10.244.1.1"], Some("2026-12-02T10:00:00Z")))
+        .expect("stored");
+    let (_watcher, mut updates) = synced(&server).await;
+    let web = key("apps", "web");
+
+    server
+        .apply(&annotated(&["10.244.1.2"], Some("2026-12-02T10:00:05Z")))
+        .expect("stored");
+    let times = trigger_times_until(&mut updates, &web).await;
+    assert_eq!(times, ["2026-12-02T10:00:05Z"]);
+
+    // Another version with the same trigger time (a status edit) starts nothing new.
+    server
+        .apply(&annotated(&["10.244.1.3"], Some("2026-12-02T10:00:05Z")))
+        .expect("stored");
+    let times = trigger_times_until(&mut updates, &web).await;
+    assert!(times.is_empty(), "{times:?}");
+
+    // Without the annotation: nothing; with a new one: that one.
+    server
+        .apply(&annotated(&["10.244.1.4"], None))
+        .expect("stored");
+    assert!(trigger_times_until(&mut updates, &web).await.is_empty());
+    server
+        .apply(&annotated(&["10.244.1.5"], Some("2026-12-02T10:00:09Z")))
+        .expect("stored");
+    let times = trigger_times_until(&mut updates, &web).await;
+    assert_eq!(times, ["2026-12-02T10:00:09Z"]);
+}
