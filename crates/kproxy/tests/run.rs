@@ -371,6 +371,7 @@ fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
         "kubeproxy_sync_proxy_rules_service_changes_total",
         "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}",
         "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}",
+        "kubeproxy_network_programming_duration_seconds_count",
     ] {
         assert_eq!(before.get(series), Some(&0.0), "{series}: {before:?}");
     }
@@ -385,9 +386,12 @@ fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
         Some(404)
     );
 
-    // An endpoint added to a slice reaches the kernel's endpoint map.
-    api.apply(&slice("web-1", "web", &["10.244.1.10", "10.244.2.20"]))
-        .expect("stored");
+    // An endpoint added to a slice reaches the kernel's endpoint map. The slice carries the
+    // time of the change that triggered it, as the EndpointSlice controller writes it.
+    let mut changed = slice("web-1", "web", &["10.244.1.10", "10.244.2.20"]);
+    changed["metadata"]["annotations"] =
+        json!({"endpoints.kubernetes.io/last-change-trigger-time": "2026-01-01T00:00:00Z"});
+    api.apply(&changed).expect("stored");
     daemon.eventually("the new endpoint", || {
         kproxy_table(&ns).filter(|t| t.contains("10.244.2.20 . 8080"))
     });
@@ -403,6 +407,16 @@ fn run_follows_the_api_server_serves_healthz_and_exits_on_sigterm() {
     });
     assert!(
         after.get("kubeproxy_sync_partial_proxy_rules_duration_seconds_count") >= Some(&1.0),
+        "{after:?}"
+    );
+    // One trigger time arrived and was measured: from the start of 2026 to now, over a day.
+    assert_eq!(
+        after.get("kubeproxy_network_programming_duration_seconds_count"),
+        Some(&1.0),
+        "{after:?}"
+    );
+    assert!(
+        after.get("kubeproxy_network_programming_duration_seconds_sum") > Some(&86_400.0),
         "{after:?}"
     );
     assert_eq!(

@@ -1,5 +1,6 @@
 //! Services and their ports, as validated specs and as the per-node result.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -131,6 +132,28 @@ impl fmt::Display for ServicePortName {
             write!(f, ":{}", self.port)?;
         }
         Ok(())
+    }
+}
+
+impl ServicePortName {
+    /// The ports of Service `namespace/service` in `map`, in name order. A Service's ports
+    /// sort next to each other, so this walks their range, not the map: the daemon asks it
+    /// of every changed Service instead of keeping each Service's port list.
+    pub fn of_service<'a, V>(
+        map: &'a BTreeMap<ServicePortName, V>,
+        namespace: &'a str,
+        service: &'a str,
+    ) -> impl Iterator<Item = (&'a ServicePortName, &'a V)> + 'a {
+        // The smallest name a port of the Service can have: the empty port name, and the
+        // protocol that sorts first.
+        let first = ServicePortName {
+            namespace: namespace.into(),
+            service: service.into(),
+            port: "".into(),
+            protocol: Protocol::Tcp,
+        };
+        map.range(first..)
+            .take_while(move |(name, _)| &*name.namespace == namespace && &*name.service == service)
     }
 }
 
@@ -282,4 +305,43 @@ pub struct FamilyPort {
     pub source_ranges: Vec<IpNet>,
     /// The endpoints selected for this node.
     pub endpoints: EndpointSets,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(namespace: &str, service: &str, port: &str, protocol: Protocol) -> ServicePortName {
+        ServicePortName {
+            namespace: namespace.into(),
+            service: service.into(),
+            port: port.into(),
+            protocol,
+        }
+    }
+
+    #[test]
+    fn a_services_ports_are_found_by_range_and_only_its_own() {
+        let names = [
+            name("apps", "api", "", Protocol::Sctp),
+            name("apps", "web", "", Protocol::Tcp),
+            name("apps", "web", "", Protocol::Udp),
+            name("apps", "web", "", Protocol::Sctp),
+            name("apps", "web", "metrics", Protocol::Tcp),
+            name("apps", "web-2", "", Protocol::Tcp),
+            name("apps2", "web", "", Protocol::Tcp),
+        ];
+        let map: BTreeMap<ServicePortName, usize> = names
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, n)| (n, i))
+            .collect();
+        let found: Vec<usize> = ServicePortName::of_service(&map, "apps", "web")
+            .map(|(_, i)| *i)
+            .collect();
+        assert_eq!(found, [1, 2, 3, 4]);
+        assert_eq!(ServicePortName::of_service(&map, "apps", "api").count(), 1);
+        assert_eq!(ServicePortName::of_service(&map, "apps", "none").count(), 0);
+    }
 }

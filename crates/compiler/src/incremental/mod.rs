@@ -93,6 +93,14 @@ impl Incremental {
         compiled
     }
 
+    /// The names of Service `namespace/service`'s compiled ports, in name order: what an
+    /// update of that Service replaces.
+    pub fn service_ports(&self, namespace: &str, service: &str) -> Vec<ServicePortName> {
+        ServicePortName::of_service(&self.ports, namespace, service)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// The whole ruleset: what [`crate::compile`] returns for the current ports.
     pub fn ruleset(&self) -> Ruleset {
         let tables = self

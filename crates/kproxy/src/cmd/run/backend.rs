@@ -98,6 +98,25 @@ impl Backend {
         }
     }
 
+    /// The names of Service `namespace/service`'s ports as last compiled (none before a full
+    /// sync).
+    pub fn service_ports(&self, namespace: &str, service: &str) -> Vec<ServicePortName> {
+        match self {
+            Backend::Nftables { compiled, .. } => compiled
+                .as_ref()
+                .map(|c| c.service_ports(namespace, service))
+                .unwrap_or_default(),
+            Backend::Iptables { state, .. } => state
+                .as_ref()
+                .map(|(_, ports)| {
+                    ServicePortName::of_service(ports, namespace, service)
+                        .map(|(name, _)| name.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
     /// Forgets what was compiled (after a failure): the next sync is full.
     pub fn forget(&mut self) {
         match self {

@@ -128,6 +128,7 @@ async fn daemon(args: &RunArgs, options: Options, node_name: String) -> anyhow::
         service_objects: 0,
         endpoint_slices: 0,
         node_changed: false,
+        trigger_times: Vec::new(),
     };
     sync_loop.run(watcher, updates, &mut stop).await
 }
@@ -211,6 +212,9 @@ struct SyncLoop<'a> {
     endpoint_slices: u64,
     /// The node's topology or addresses changed: the next sync is full.
     node_changed: bool,
+    /// The EndpointSlice trigger times that arrived since the previous sync started: the
+    /// next sync reports how long after each one it programmed the change.
+    trigger_times: Vec<String>,
 }
 
 impl SyncLoop<'_> {
@@ -293,6 +297,7 @@ impl SyncLoop<'_> {
                         self.endpoint_slices += changes.endpoint_slices.len() as u64;
                         self.node_changed |= changes.node;
                         self.changed.extend(changes.services);
+                        self.trigger_times.extend(changes.trigger_times);
                     }
                     None => anyhow::bail!("the watches ended"),
                 },
@@ -333,6 +338,7 @@ impl SyncLoop<'_> {
                 .is_none_or(|node| health::node_eligible(&node)),
         );
         let changed = std::mem::take(&mut self.changed);
+        let trigger_times = std::mem::take(&mut self.trigger_times);
         self.metrics.changes(
             std::mem::take(&mut self.service_objects),
             std::mem::take(&mut self.endpoint_slices),
@@ -356,7 +362,7 @@ impl SyncLoop<'_> {
         };
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             let start = Instant::now();
-            let outcome = programmer.sync(work, &metrics);
+            let outcome = programmer.sync(work, &trigger_times, &metrics);
             metrics.sync_ended(full, start.elapsed());
             (programmer, outcome)
         }));

@@ -7,15 +7,16 @@
 //! ([`WatcherHandle::service_snapshot`](kproxy_watcher::WatcherHandle::service_snapshot)),
 //! translates and recompiles them alone and sends the syncer the touched objects
 //! ([`Syncer::sync_change`](kproxy_syncer::Syncer::sync_change); iptables mode restores the
-//! changed chains), so it costs what the change costs. The per-Service records here (which
-//! ports a Service had, its health check, its share of the no-local-endpoints gauge) say what a
-//! changed Service replaces.
+//! changed chains), so it costs what the change costs. What a changed Service replaces comes
+//! from the compiled state (its ports, [`Backend::service_ports`]) and from the records here
+//! (its health check, its share of the no-local-endpoints gauge), which hold only the
+//! Services that have one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use kproxy_compiler::{Options, PortChange};
-use kproxy_model::{ServicePort, ServicePortName};
+use kproxy_model::ServicePort;
 use kproxy_syncer::SyncReport;
 use kproxy_watcher::{ServiceKey, Snapshot};
 
@@ -48,23 +49,14 @@ pub struct Programmer {
     backend: Backend,
     node_name: String,
     options: Options,
-    services: HashMap<ServiceKey, Contribution>,
-    /// Sums over `services`.
+    /// The Services with ports that have a Local policy and no local endpoint: how many,
+    /// (internal, external). Most Services have none and no entry.
+    no_local_by_service: HashMap<ServiceKey, (i64, i64)>,
+    /// Sums over `no_local_by_service`.
     no_local: (i64, i64),
     /// The healthCheckNodePort servers the compiled state asks for, by Service: kept apart
     /// from `services` so a sync hands them over without walking every Service.
     checks: BTreeMap<ServiceKey, ServiceCheck>,
-}
-
-/// What one Service contributed to the compiled state.
-#[derive(Debug, Default)]
-struct Contribution {
-    ports: Vec<ServicePortName>,
-    /// Ports with a Local policy and no local endpoint: (internal, external).
-    no_local: (i64, i64),
-    /// The change trigger time ([`kproxy_watcher::Slice::trigger_time`]) of each annotated
-    /// slice, by slice name.
-    triggers: BTreeMap<String, String>,
 }
 
 impl Programmer {
@@ -73,7 +65,7 @@ impl Programmer {
             backend,
             node_name: node_name.to_string(),
             options,
-            services: HashMap::new(),
+            no_local_by_service: HashMap::new(),
             no_local: (0, 0),
             checks: BTreeMap::new(),
         }
@@ -86,7 +78,15 @@ impl Programmer {
     }
 
     /// Runs one sync; on failure the kernel keeps its rules and the next sync is full.
-    pub fn sync(&mut self, work: Work, metrics: &Metrics) -> anyhow::Result<Synced> {
+    /// `trigger_times` are the EndpointSlice trigger times that arrived since the previous
+    /// sync ([`kproxy_watcher::Changes::trigger_times`]): once the kernel holds the change,
+    /// the time since each is the network-programming latency.
+    pub fn sync(
+        &mut self,
+        work: Work,
+        trigger_times: &[String],
+        metrics: &Metrics,
+    ) -> anyhow::Result<Synced> {
         let full = matches!(work, Work::Full { .. });
         let span = tracing::info_span!(
             "sync",
@@ -113,8 +113,8 @@ impl Programmer {
         }
         metrics.synced(self.no_local);
         let now = SystemTime::now();
-        for trigger in &programmed.triggers {
-            metrics.network_programmed(now.duration_since(*trigger).unwrap_or(Duration::ZERO));
+        for trigger in trigger_times.iter().filter_map(|time| parse_time(time)) {
+            metrics.network_programmed(now.duration_since(trigger).unwrap_or(Duration::ZERO));
         }
         // Rules first, then flows: a cleared UDP flow is re-created by its next datagram, which
         // must meet the new rules.
@@ -153,29 +153,14 @@ impl Programmer {
         self.backend.forget();
         let state = snapshot.state(&self.node_name);
         let checks = service_health::wanted(&state, snapshot, &self.node_name);
-        let mut services: HashMap<ServiceKey, Contribution> = HashMap::new();
+        let mut no_local_by_service: HashMap<ServiceKey, (i64, i64)> = HashMap::new();
         for port in &state.ports {
-            let contribution = services.entry(key_of(port)).or_default();
-            contribution.ports.push(port.name.clone());
             let (internal, external) = metrics::no_local_endpoints([port]);
-            contribution.no_local.0 += internal;
-            contribution.no_local.1 += external;
-        }
-        for slice in &snapshot.endpoint_slices {
-            if let Some(time) = &slice.trigger_time {
-                let spec = &slice.spec;
-                let key = ServiceKey::new(spec.namespace.clone(), spec.service.clone());
-                if let Some(contribution) = services.get_mut(&key) {
-                    contribution
-                        .triggers
-                        .insert(spec.name.clone(), time.clone());
-                }
+            if (internal, external) != (0, 0) {
+                let share = no_local_by_service.entry(key_of(port)).or_default();
+                share.0 += internal;
+                share.1 += external;
             }
-        }
-        // Kept until the next full sync: without the slack of a pushed Vec (room for four
-        // ports where nearly every Service has one; ~3 MB at 10,000 Services).
-        for contribution in services.values_mut() {
-            contribution.ports.shrink_to_fit();
         }
         let conntrack = conntrack_targets::targets(&state);
         // The state moves into the backend's compiled form, so the ports are not held twice.
@@ -184,10 +169,10 @@ impl Programmer {
             .backend
             .full(state, &self.options, adopted)
             .map_err(|e| e.context("programming the kernel (the previous rules are unchanged)"))?;
-        self.no_local = services.values().fold((0, 0), |sum, c| {
-            (sum.0 + c.no_local.0, sum.1 + c.no_local.1)
-        });
-        self.services = services;
+        self.no_local = no_local_by_service
+            .values()
+            .fold((0, 0), |sum, share| (sum.0 + share.0, sum.1 + share.1));
+        self.no_local_by_service = no_local_by_service;
         self.checks = checks
             .into_iter()
             .map(|check| {
@@ -202,8 +187,7 @@ impl Programmer {
         Ok(Programmed {
             report,
             conntrack,
-            triggers: Vec::new(),
-            services: self.services.len(),
+            services: snapshot.services.len(),
         })
     }
 
@@ -213,31 +197,15 @@ impl Programmer {
         }
         let mut changes = Vec::new();
         let mut conntrack = Vec::new();
-        let mut triggers = Vec::new();
         let count = changed.len();
         for (key, snapshot) in changed {
             let state = snapshot.state(&self.node_name);
-            let mut new = Contribution {
-                ports: state.ports.iter().map(|p| p.name.clone()).collect(),
-                no_local: metrics::no_local_endpoints(&state.ports),
-                triggers: BTreeMap::new(),
-            };
-            let old = self.services.remove(&key).unwrap_or_default();
-            for slice in &snapshot.endpoint_slices {
-                let Some(time) = &slice.trigger_time else {
-                    continue;
-                };
-                let name = slice.spec.name.clone();
-                if old.triggers.get(&name) != Some(time) {
-                    triggers.extend(parse_time(time));
-                }
-                new.triggers.insert(name, time.clone());
-            }
+            // Asked before any change is applied: the ports as the kernel holds them.
+            let old_ports = self.backend.service_ports(&key.namespace, &key.name);
             changes.extend(
-                old.ports
-                    .iter()
-                    .filter(|name| !new.ports.contains(name))
-                    .cloned()
+                old_ports
+                    .into_iter()
+                    .filter(|name| !state.ports.iter().any(|port| port.name == *name))
                     .map(PortChange::Remove),
             );
             conntrack.extend(conntrack_targets::targets(&state));
@@ -248,12 +216,16 @@ impl Programmer {
                 Some(check) => self.checks.insert(key.clone(), check),
                 None => self.checks.remove(&key),
             };
-            changes.extend(state.ports.into_iter().map(PortChange::Set));
-            self.no_local.0 += new.no_local.0 - old.no_local.0;
-            self.no_local.1 += new.no_local.1 - old.no_local.1;
-            if !new.ports.is_empty() || !new.triggers.is_empty() {
-                self.services.insert(key, new);
+            let share = metrics::no_local_endpoints(&state.ports);
+            let old_share = if share == (0, 0) {
+                self.no_local_by_service.remove(&key)
+            } else {
+                self.no_local_by_service.insert(key, share)
             }
+            .unwrap_or_default();
+            self.no_local.0 += share.0 - old_share.0;
+            self.no_local.1 += share.1 - old_share.1;
+            changes.extend(state.ports.into_iter().map(PortChange::Set));
         }
         let report = self
             .backend
@@ -262,7 +234,6 @@ impl Programmer {
         Ok(Programmed {
             report,
             conntrack,
-            triggers,
             services: count,
         })
     }
@@ -274,8 +245,6 @@ struct Programmed {
     report: Option<SyncReport>,
     /// UDP/SCTP destinations whose stale flows to clear.
     conntrack: Vec<kproxy_syncer::conntrack::ServiceTarget>,
-    /// New change trigger times seen on EndpointSlices.
-    triggers: Vec<SystemTime>,
     /// Services translated.
     services: usize,
 }
