@@ -34,6 +34,10 @@ use crate::ir::{Chain, EndpointRange, Ruleset, Table, Value, Verdict, TABLE_NAME
 use crate::table::{self, Assembly, ChainSlot, Fragment, TableBuilder};
 use crate::{MapName, Options, SetName};
 
+mod packed;
+
+use packed::PackedKey;
+
 /// One Service port's new content, or its removal.
 #[derive(Debug, Clone)]
 pub enum PortChange {
@@ -204,7 +208,7 @@ struct FamilyState {
     /// Service ports with an address of this family.
     ports: usize,
     /// How many fragments hold each set element.
-    elements: BTreeMap<(SetName, Vec<Value>), u32>,
+    elements: BTreeMap<(SetName, PackedKey), u32>,
     /// Every claim on each map key, in claim order (port, then position in its fragment): the
     /// first claim is the element. Keyed by bucket before key, so a bucket's keys are a range.
     claims: BTreeMap<ClaimKey, Claims>,
@@ -218,15 +222,15 @@ struct FamilyState {
 type Claims = Vec<((ServicePortName, usize), Verdict)>;
 
 /// A map key with its bucket ([`buckets::bucket_of`]; 0 for maps without buckets).
-type ClaimKey = (MapName, u16, Vec<Value>);
+type ClaimKey = (MapName, u16, PackedKey);
 
-fn claim_key(map: MapName, key: Vec<Value>) -> ClaimKey {
+fn claim_key(map: MapName, key: &[Value]) -> ClaimKey {
     let bucket = if buckets::dispatches(map) {
-        buckets::bucket_of(map, &key)
+        buckets::bucket_of(map, key)
     } else {
         0
     };
-    (map, bucket, key)
+    (map, bucket, PackedKey::new(key))
 }
 
 /// The keys of one bucket with the winning claim on each: which port's chains it inlines.
@@ -428,13 +432,13 @@ impl FamilyState {
 
     /// One bucket's keys, in key order, each with its winning claim.
     fn entries_of(&self, (map, bucket): (MapName, u16)) -> Entries {
-        let start = (map, bucket, Vec::new());
+        let start = (map, bucket, PackedKey::new(&[]));
         self.claims
             .range(start..)
             .take_while(|((m, b, _), _)| *m == map && *b == bucket)
             .filter_map(|((_, _, key), claims)| {
                 let ((port, _), verdict) = claims.first()?;
-                Some((key.clone(), port.clone(), verdict.clone()))
+                Some((key.values(), port.clone(), verdict.clone()))
             })
             .collect()
     }
@@ -442,13 +446,13 @@ impl FamilyState {
     /// Records the current state of every element and map key `touched` names, and whether
     /// each touched shard's map exists.
     fn capture_elements(&self, side: &mut Side, touched: &Touched) {
-        for key in &touched.elements {
-            if self.elements.contains_key(key) {
-                side.elements.entry(key.0).or_default().push(key.1.clone());
+        for (set, key) in &touched.elements {
+            if self.elements.contains_key(&(*set, PackedKey::new(key))) {
+                side.elements.entry(*set).or_default().push(key.clone());
             }
         }
         for (map, key) in &touched.verdicts {
-            let claims = self.claims.get(&claim_key(*map, key.clone()));
+            let claims = self.claims.get(&claim_key(*map, key));
             if let Some((_, verdict)) = claims.and_then(|c| c.first()) {
                 side.verdicts
                     .entry(*map)
@@ -504,10 +508,13 @@ impl FamilyState {
     /// Adds what `fragment` (of port `name`) holds to the shared state.
     fn remember(&mut self, name: &ServicePortName, fragment: &Fragment) {
         for (set, key) in &fragment.elements {
-            *self.elements.entry((*set, key.clone())).or_default() += 1;
+            *self
+                .elements
+                .entry((*set, PackedKey::new(key)))
+                .or_default() += 1;
         }
         for (index, (map, key, verdict)) in fragment.verdicts.iter().enumerate() {
-            let claims = self.claims.entry(claim_key(*map, key.clone())).or_default();
+            let claims = self.claims.entry(claim_key(*map, key)).or_default();
             let claim = (name.clone(), index);
             let at = claims.partition_point(|(c, _)| *c < claim);
             // Exactly one more: nearly every key keeps a single claim, and a Vec's first
@@ -530,7 +537,7 @@ impl FamilyState {
     /// Takes what `fragment` (of port `name`) held out of the shared state.
     fn forget(&mut self, name: &ServicePortName, fragment: &Fragment) {
         for (set, key) in &fragment.elements {
-            let key = (*set, key.clone());
+            let key = (*set, PackedKey::new(key));
             if let Some(count) = self.elements.get_mut(&key) {
                 *count -= 1;
                 if *count == 0 {
@@ -539,7 +546,7 @@ impl FamilyState {
             }
         }
         for (index, (map, key, _)) in fragment.verdicts.iter().enumerate() {
-            let key = claim_key(*map, key.clone());
+            let key = claim_key(*map, key);
             if let Some(claims) = self.claims.get_mut(&key) {
                 claims.retain(|((port, at), _)| !(port == name && *at == index));
                 if claims.is_empty() {
