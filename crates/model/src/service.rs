@@ -144,16 +144,24 @@ impl ServicePortName {
         namespace: &'a str,
         service: &'a str,
     ) -> impl Iterator<Item = (&'a ServicePortName, &'a V)> + 'a {
-        // The smallest name a port of the Service can have: the empty port name, and the
-        // protocol that sorts first.
-        let first = ServicePortName {
+        map.range(ServicePortName::first_of_service(namespace, service)..)
+            .take_while(move |(name, _)| name.is_of_service(namespace, service))
+    }
+
+    /// The smallest name a port of Service `namespace/service` can have (the empty port
+    /// name, and the protocol that sorts first): where its ports start in name order.
+    pub fn first_of_service(namespace: &str, service: &str) -> ServicePortName {
+        ServicePortName {
             namespace: namespace.into(),
             service: service.into(),
             port: "".into(),
             protocol: Protocol::Tcp,
-        };
-        map.range(first..)
-            .take_while(move |(name, _)| &*name.namespace == namespace && &*name.service == service)
+        }
+    }
+
+    /// True for a port of Service `namespace/service`.
+    pub fn is_of_service(&self, namespace: &str, service: &str) -> bool {
+        &*self.namespace == namespace && &*self.service == service
     }
 }
 
