@@ -166,8 +166,11 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct EndpointSets {
     /// Used by `Cluster` traffic policies: topology-filtered, with terminating fallback.
+    /// In a [`crate::ProxyState`], empty when no policy of the port is `Cluster`.
     pub cluster: Vec<Endpoint>,
     /// Used by `Local` traffic policies: endpoints on this node, with terminating fallback.
+    /// In a [`crate::ProxyState`], empty when no policy of the port is `Local` (an external
+    /// policy counts only for a port reachable from outside).
     pub local: Vec<Endpoint>,
     /// Some endpoint anywhere can serve traffic. When false, traffic is rejected (clients fail
     /// fast); when true but a Local policy has no local endpoint, traffic is dropped instead.

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::endpoint::{self, Candidate, NodeView};
 use crate::{
     FamilyPort, IpFamily, NodeInfo, PortSpec, ServicePort, ServicePortName, ServiceSpec, SliceSpec,
+    TrafficPolicy,
 };
 
 /// Everything the compiler needs to produce this node's rules. Immutable once built.
@@ -107,7 +108,7 @@ fn build_port(
             endpoints: endpoint::select(&candidates, node),
         });
     }
-    ServicePort {
+    let mut port = ServicePort {
         name,
         port: port.port,
         node_port: port.node_port,
@@ -116,7 +117,26 @@ fn build_port(
         external_policy: service.external_policy,
         affinity: service.affinity,
         families,
+    };
+    // A set that no policy of the port routes to is never read, and a daemon keeps every
+    // port's sets: with Cluster policies, the local set would hold this node's endpoints a
+    // second time.
+    let reachable = port.is_externally_reachable();
+    let routes_to =
+        |policy| port.internal_policy == policy || (reachable && port.external_policy == policy);
+    let (cluster, local) = (
+        routes_to(TrafficPolicy::Cluster),
+        routes_to(TrafficPolicy::Local),
+    );
+    for family in &mut port.families {
+        if !cluster {
+            family.endpoints.cluster = Vec::new();
+        }
+        if !local {
+            family.endpoints.local = Vec::new();
+        }
     }
+    port
 }
 
 fn of_family(addrs: &[std::net::IpAddr], family: IpFamily) -> Vec<std::net::IpAddr> {
