@@ -134,7 +134,7 @@ impl CachedSlice {
         let service = slice
             .labels()
             .get(SERVICE_NAME_LABEL)
-            .map(|name| ServiceKey::new(&*key.0, name.clone()));
+            .map(|name| ServiceKey::new(Arc::clone(&key.0), name.as_str()));
         let spec = translated(slice, k8s::endpoint_slice(slice));
         CachedSlice {
             resource_version: slice.resource_version(),

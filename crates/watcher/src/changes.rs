@@ -12,16 +12,20 @@ use tokio::sync::Notify;
 
 /// Identifies a Service: `(namespace, name)`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// The watcher keeps a key per EndpointSlice (the Service it serves) and per Service in its
+/// slice index, so the strings are shared: a key made from a cached object's namespace
+/// clones a pointer.
 pub struct ServiceKey {
     /// `metadata.namespace`.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// `metadata.name`.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl ServiceKey {
     /// A key from its parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ServiceKey {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> ServiceKey {
         ServiceKey {
             namespace: namespace.into(),
             name: name.into(),

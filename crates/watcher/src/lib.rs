@@ -215,16 +215,16 @@ impl WatcherHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .slices_of(key);
-        let namespace: Arc<str> = key.namespace.as_str().into();
+        let namespace = Arc::clone(&key.namespace);
         let endpoint_slices = slice_names
             .into_iter()
-            .filter_map(|name| self.slices.get(&(Arc::clone(&namespace), name.into())))
+            .filter_map(|name| self.slices.get(&(Arc::clone(&namespace), name)))
             .filter_map(|cached| cached.slice.clone())
             .collect();
         Snapshot {
             services: self
                 .services
-                .get(&(namespace, key.name.as_str().into()))
+                .get(&(namespace, Arc::clone(&key.name)))
                 .and_then(|cached| cached.spec.clone())
                 .into_iter()
                 .collect(),

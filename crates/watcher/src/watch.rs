@@ -131,7 +131,7 @@ impl Tracker<CachedService> for Services {
 
 fn service_key(service: &CachedService) -> ServiceKey {
     let (namespace, name) = service.key();
-    ServiceKey::new(&**namespace, &**name)
+    ServiceKey::new(Arc::clone(namespace), Arc::clone(name))
 }
 
 /// EndpointSlices: the Service named by `kubernetes.io/service-name`. A slice whose label
@@ -151,7 +151,12 @@ impl Slices {
 
     /// Records that slice `name` moved from Service `previous` to `service` (either may be
     /// none).
-    fn moved(&mut self, name: &str, previous: Option<&ServiceKey>, service: Option<&ServiceKey>) {
+    fn moved(
+        &mut self,
+        name: &Arc<str>,
+        previous: Option<&ServiceKey>,
+        service: Option<&ServiceKey>,
+    ) {
         if previous == service {
             return;
         }
@@ -160,7 +165,7 @@ impl Slices {
             index.remove(previous, name);
         }
         if let Some(service) = service {
-            index.insert(service.clone(), name.to_string());
+            index.insert(service.clone(), Arc::clone(name));
         }
     }
 }
@@ -171,12 +176,13 @@ impl Slices {
 #[derive(Debug, Default)]
 pub(crate) struct SliceIndex {
     /// Sorted names. Nearly every Service has one slice, so a vector sized exactly (a tree's
-    /// smallest node holds eleven names: ~290 bytes per Service) keeps them.
-    by_service: HashMap<ServiceKey, Vec<String>>,
+    /// smallest node holds eleven names: ~290 bytes per Service) keeps them. Keys and names
+    /// are the cached slices' own strings.
+    by_service: HashMap<ServiceKey, Vec<Arc<str>>>,
 }
 
 impl SliceIndex {
-    fn insert(&mut self, service: ServiceKey, slice: String) {
+    fn insert(&mut self, service: ServiceKey, slice: Arc<str>) {
         let slices = self.by_service.entry(service).or_default();
         if let Err(at) = slices.binary_search(&slice) {
             slices.reserve_exact(1);
@@ -186,7 +192,7 @@ impl SliceIndex {
 
     fn remove(&mut self, service: &ServiceKey, slice: &str) {
         if let Some(slices) = self.by_service.get_mut(service) {
-            if let Ok(at) = slices.binary_search_by(|name| name.as_str().cmp(slice)) {
+            if let Ok(at) = slices.binary_search_by(|name| (**name).cmp(slice)) {
                 slices.remove(at);
             }
             if slices.is_empty() {
@@ -196,7 +202,7 @@ impl SliceIndex {
     }
 
     /// The slices of `service`, in name order.
-    pub(crate) fn slices_of(&self, service: &ServiceKey) -> Vec<String> {
+    pub(crate) fn slices_of(&self, service: &ServiceKey) -> Vec<Arc<str>> {
         self.by_service.get(service).cloned().unwrap_or_default()
     }
 }
@@ -365,7 +371,10 @@ mod tests {
         let mut changes = Changes::default();
         let web = ServiceKey::new("ns", "web");
         let api = ServiceKey::new("ns", "api");
-        let of = |key: &ServiceKey| index.lock().unwrap().slices_of(key);
+        let of = |key: &ServiceKey| -> Vec<String> {
+            let slices = index.lock().unwrap().slices_of(key);
+            slices.iter().map(|name| name.to_string()).collect()
+        };
         let web_1 = slice("web-1", Some("web"), "1");
         tracker.applied(None, &slice("web-2", Some("web"), "1"), &mut changes);
         tracker.applied(None, &web_1, &mut changes);

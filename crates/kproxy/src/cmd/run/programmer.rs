@@ -13,6 +13,7 @@
 //! Services that have one.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use kproxy_compiler::{Options, PortChange};
@@ -250,7 +251,10 @@ struct Programmed {
 }
 
 fn key_of(port: &ServicePort) -> ServiceKey {
-    ServiceKey::new(&*port.name.namespace, &*port.name.service)
+    ServiceKey::new(
+        Arc::clone(&port.name.namespace),
+        Arc::clone(&port.name.service),
+    )
 }
 
 /// An RFC 3339 time as the API server writes it (`2026-12-01T10:00:00Z`, maybe with a
