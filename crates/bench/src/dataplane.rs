@@ -302,8 +302,8 @@ fn with_probe(services: usize, node: NodeInfo, backend: Ipv4Addr) -> ProxyState 
     let (mut specs, mut slices) = kproxy_synthetic::specs(services - 1, 10);
     let (namespace, name) = ("zz-bench".to_string(), "probe".to_string());
     specs.push(ServiceSpec {
-        namespace: namespace.clone(),
-        name: name.clone(),
+        namespace: namespace.as_str().into(),
+        name: name.as_str().into(),
         cluster_ips: vec![PROBE_IP.into()],
         ports: vec![PortSpec {
             name: String::new(),
@@ -320,9 +320,9 @@ fn with_probe(services: usize, node: NodeInfo, backend: Ipv4Addr) -> ProxyState 
         health_check_node_port: None,
     });
     slices.push(SliceSpec {
-        namespace,
-        name: format!("{name}-1"),
-        service: name,
+        namespace: namespace.into(),
+        name: format!("{name}-1").into(),
+        service: name.into(),
         family: IpFamily::V4,
         ports: vec![SlicePort {
             name: String::new(),

@@ -183,9 +183,9 @@ pub struct PortSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
     /// `metadata.namespace`.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// `metadata.name`.
-    pub name: String,
+    pub name: Arc<str>,
     /// `spec.clusterIPs` (or `spec.clusterIP`), at most one per family.
     pub cluster_ips: Vec<IpAddr>,
     /// `spec.ports`.
@@ -221,11 +221,11 @@ pub struct SlicePort {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SliceSpec {
     /// `metadata.namespace`.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// `metadata.name`; orders slices so merging is deterministic.
-    pub name: String,
+    pub name: Arc<str>,
     /// The `kubernetes.io/service-name` label: the Service this slice serves.
-    pub service: String,
+    pub service: Arc<str>,
     /// `addressType`.
     pub family: IpFamily,
     /// `ports`.

@@ -50,12 +50,12 @@ impl ProxyState {
         let mut ports = BTreeMap::new();
         for service in services {
             let slices = slices_by_service
-                .get(&(service.namespace.as_str(), service.name.as_str()))
+                .get(&(&*service.namespace, &*service.name))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            // One copy of the Service's names for all its ports.
-            let namespace: Arc<str> = service.namespace.as_str().into();
-            let service_name: Arc<str> = service.name.as_str().into();
+            // The Service's own names, shared by all its ports.
+            let namespace = Arc::clone(&service.namespace);
+            let service_name = Arc::clone(&service.name);
             for port in &service.ports {
                 let name = ServicePortName {
                     namespace: namespace.clone(),

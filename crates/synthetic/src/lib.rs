@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use kproxy_model::{
@@ -290,8 +291,8 @@ fn service(i: usize, endpoints: usize, alloc: &mut Allocator) -> (ServiceSpec, V
         }
     }
 
-    let namespace = format!("ns-{}", i % 50);
-    let name = format!("svc-{i}");
+    let namespace: Arc<str> = format!("ns-{}", i % 50).into();
+    let name: Arc<str> = format!("svc-{i}").into();
     let spec = ServiceSpec {
         namespace: namespace.clone(),
         name: name.clone(),
@@ -367,7 +368,8 @@ fn service(i: usize, endpoints: usize, alloc: &mut Allocator) -> (ServiceSpec, V
                     IpFamily::V4 => "ipv4",
                     IpFamily::V6 => "ipv6",
                 }
-            ),
+            )
+            .into(),
             service: name.clone(),
             family,
             ports: slice_ports.clone(),
@@ -452,6 +454,7 @@ mod tests {
         let mut pods_by_service: BTreeMap<Service, BTreeSet<IpAddr>> = BTreeMap::new();
         let mut node_ports = HashSet::new();
         let (mut v6, mut lb, mut ranged, mut empty, mut local_eps, mut eps) = (0, 0, 0, 0, 0, 0);
+        let mut local_only = 0;
         for port in &state.ports {
             let service = (port.name.namespace.clone(), port.name.service.clone());
             if let Some(node_port) = port.node_port {
@@ -466,16 +469,27 @@ mod tests {
                 lb += usize::from(!family.load_balancer_ips.is_empty());
                 ranged += usize::from(family.source_ranges.len() == 2);
                 let sets = &family.endpoints;
-                if sets.cluster.is_empty() {
-                    assert!(!sets.any_usable && sets.local.is_empty());
+                // A set is kept only for a port that routes to it.
+                let routes = |policy| {
+                    port.internal_policy == policy
+                        || (port.is_externally_reachable() && port.external_policy == policy)
+                };
+                if !sets.any_usable {
+                    assert!(sets.cluster.is_empty() && sets.local.is_empty());
                     empty += 1;
-                } else {
-                    assert!(sets.any_usable);
+                } else if routes(TrafficPolicy::Cluster) {
                     assert_eq!(sets.cluster.len(), ENDPOINTS);
                     let local: Vec<_> = sets.cluster.iter().filter(|e| e.local).collect();
-                    assert_eq!(local.len(), sets.local.len());
+                    if routes(TrafficPolicy::Local) {
+                        assert_eq!(local.len(), sets.local.len());
+                    } else {
+                        assert!(sets.local.is_empty());
+                    }
                     local_eps += local.len();
                     eps += sets.cluster.len();
+                } else {
+                    assert!(sets.cluster.is_empty());
+                    local_only += 1;
                 }
                 pods_by_service
                     .entry(service.clone())
@@ -500,6 +514,12 @@ mod tests {
             .map(families)
             .sum();
         assert_eq!(empty, expected_empty);
+        let local_only_services = |i: usize| Kind::of(i) == Kind::InternalLocal;
+        let expected_local_only: usize = (0..SERVICES)
+            .filter(|&i| local_only_services(i))
+            .map(families)
+            .sum();
+        assert_eq!(local_only, expected_local_only);
         let load_balancers =
             |i: usize| matches!(Kind::of(i), Kind::LoadBalancer | Kind::ExternalLocal);
         let expected_lb: usize = (0..SERVICES)
@@ -524,7 +544,7 @@ mod tests {
         let distinct: BTreeSet<&IpAddr> = pods_by_service.values().flatten().collect();
         assert_eq!(all_pods, distinct.len(), "no pod serves two Services");
         let expected_pods: usize = (0..SERVICES)
-            .filter(|&i| !empty_services(i))
+            .filter(|&i| !empty_services(i) && !local_only_services(i))
             .map(|i| families(i) * ENDPOINTS)
             .sum();
         assert_eq!(

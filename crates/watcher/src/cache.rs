@@ -87,10 +87,15 @@ pub(crate) struct CachedService {
 
 impl CachedService {
     pub(crate) fn of(service: &Service) -> CachedService {
+        let spec = translated(service, k8s::service(service));
         CachedService {
-            key: object_key(service),
+            // The spec's strings, when there is a spec: one copy for both.
+            key: spec.as_ref().map_or_else(
+                || object_key(service),
+                |spec| (Arc::clone(&spec.namespace), Arc::clone(&spec.name)),
+            ),
             resource_version: service.resource_version(),
-            spec: translated(service, k8s::service(service)).map(Arc::new),
+            spec: spec.map(Arc::new),
         }
     }
 }
@@ -130,12 +135,26 @@ pub(crate) struct CachedSlice {
 
 impl CachedSlice {
     pub(crate) fn of(slice: &EndpointSlice) -> CachedSlice {
-        let key = object_key(slice);
-        let service = slice
-            .labels()
-            .get(SERVICE_NAME_LABEL)
-            .map(|name| ServiceKey::new(Arc::clone(&key.0), name.as_str()));
         let spec = translated(slice, k8s::endpoint_slice(slice));
+        // The spec's strings, when there is a spec: one copy for the key, the Service's key
+        // and the spec.
+        let (key, service) = match &spec {
+            Some(spec) => (
+                (Arc::clone(&spec.namespace), Arc::clone(&spec.name)),
+                Some(ServiceKey::new(
+                    Arc::clone(&spec.namespace),
+                    Arc::clone(&spec.service),
+                )),
+            ),
+            None => {
+                let key = object_key(slice);
+                let service = slice
+                    .labels()
+                    .get(SERVICE_NAME_LABEL)
+                    .map(|name| ServiceKey::new(Arc::clone(&key.0), name.as_str()));
+                (key, service)
+            }
+        };
         CachedSlice {
             resource_version: slice.resource_version(),
             service,

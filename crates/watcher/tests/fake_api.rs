@@ -106,7 +106,7 @@ fn service_names(watcher: &WatcherHandle) -> Vec<String> {
 
 fn first_port(watcher: &WatcherHandle, name: &str) -> Option<i32> {
     let snapshot = watcher.snapshot();
-    let service = snapshot.services.iter().find(|s| s.name == name)?;
+    let service = snapshot.services.iter().find(|s| &*s.name == name)?;
     Some(i32::from(service.ports.first()?.port))
 }
 
@@ -240,7 +240,7 @@ async fn service_and_slice_changes_reach_the_snapshot_and_name_the_service() {
     let slice_names: Vec<_> = web
         .endpoint_slices
         .iter()
-        .map(|s| s.spec.name.clone())
+        .map(|s| s.spec.name.to_string())
         .collect();
     assert_eq!(slice_names, ["web-xyz"]);
     assert!(web.node.is_some(), "the node comes with it");

@@ -100,9 +100,9 @@ pub fn endpoint_slice(slice: &EndpointSlice) -> Translation<SliceSpec> {
 
     let object = check.object().clone();
     check.finish(Ok(SliceSpec {
-        namespace: object.namespace,
-        name: object.name,
-        service,
+        namespace: object.namespace.into(),
+        name: object.name.into(),
+        service: service.into(),
         family,
         ports,
         endpoints,

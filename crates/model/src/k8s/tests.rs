@@ -33,7 +33,7 @@ fn defaults_follow_the_api() {
     let s = svc(serde_json::json!({"metadata": {"name": "web"}, "spec": {
         "clusterIP": "10.96.0.1", "ports": [{"port": 80}], "sessionAffinity": "ClientIP"}}));
     let spec = service(&s).unwrap().unwrap();
-    assert_eq!(spec.namespace, "default");
+    assert_eq!(&*spec.namespace, "default");
     assert_eq!(spec.ports[0].protocol, crate::Protocol::Tcp);
     assert_eq!(
         spec.affinity,
