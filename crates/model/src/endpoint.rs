@@ -85,28 +85,37 @@ impl SliceEndpoint {
 /// A node's name as endpoints carry it. Every endpoint on a node repeats the name, so each
 /// distinct name is stored once and shared: a cluster has thousands of nodes, its slices
 /// hundreds of thousands of endpoints.
+///
+/// A thin pointer (to a shared `String`), so an endpoint spends 8 bytes on it, not 16.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeName(Arc<str>);
+pub struct NodeName(Arc<String>);
 
 impl NodeName {
     /// The shared copy of `name`. Names are kept for the life of the process: a few dozen
     /// bytes per node the cluster ever had.
     pub fn new(name: &str) -> NodeName {
-        static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+        static NAMES: OnceLock<Mutex<HashSet<NodeName>>> = OnceLock::new();
         let mut names = NAMES
             .get_or_init(Mutex::default)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(shared) = names.get(name) {
-            return NodeName(Arc::clone(shared));
+            return shared.clone();
         }
-        let shared: Arc<str> = Arc::from(name);
-        names.insert(Arc::clone(&shared));
-        NodeName(shared)
+        let shared = NodeName(Arc::new(name.to_string()));
+        names.insert(shared.clone());
+        shared
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Names compare, hash and order as their text, so the shared set finds a name by `&str`.
+impl std::borrow::Borrow<str> for NodeName {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }
@@ -525,8 +534,9 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn slice_endpoints_stay_small_and_share_node_names() {
-        // The watcher keeps one per endpoint of the cluster.
-        assert_eq!(std::mem::size_of::<SliceEndpoint>(), 48);
+        // The watcher keeps one per endpoint of the cluster (half a million at 50,000
+        // Services): a thin node name makes it 40 bytes instead of 48.
+        assert_eq!(std::mem::size_of::<SliceEndpoint>(), 40);
         let first = NodeName::new("node-x");
         let again = NodeName::new(&String::from("node-x"));
         assert!(Arc::ptr_eq(&first.0, &again.0), "one copy per name");
