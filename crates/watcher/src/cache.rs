@@ -25,7 +25,29 @@ pub(crate) type ObjectKey = (Arc<str>, Arc<str>);
 /// What every cached value says about the object it came from.
 pub(crate) trait Cached: Send + Sync + 'static {
     fn key(&self) -> &ObjectKey;
-    fn resource_version(&self) -> Option<&str>;
+    fn resource_version(&self) -> Option<ResourceVersion>;
+}
+
+/// `metadata.resourceVersion`, which the watcher only compares for equality. The API
+/// server's are etcd revisions, decimal numbers: kept as one, in the value itself instead of
+/// a heap block per cached object. Any other text is kept as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResourceVersion {
+    Revision(u64),
+    Text(Box<str>),
+}
+
+impl ResourceVersion {
+    pub(crate) fn of(text: &str) -> ResourceVersion {
+        // Only the number's one spelling: "007" and "7" are different versions.
+        let canonical = !text.is_empty()
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && (text == "0" || !text.starts_with('0'));
+        match text.parse() {
+            Ok(revision) if canonical => ResourceVersion::Revision(revision),
+            _ => ResourceVersion::Text(text.into()),
+        }
+    }
 }
 
 /// One cache: the current values by object key. Shared by its watch task (the only writer)
@@ -80,7 +102,7 @@ impl<V: Cached> Store<V> {
 #[derive(Debug)]
 pub(crate) struct CachedService {
     key: ObjectKey,
-    resource_version: Option<String>,
+    resource_version: Option<ResourceVersion>,
     /// `None` when kproxy ignores the Service (headless, ExternalName, ...) or it is invalid.
     pub(crate) spec: Option<Arc<ServiceSpec>>,
 }
@@ -94,7 +116,11 @@ impl CachedService {
                 || object_key(service),
                 |spec| (Arc::clone(&spec.namespace), Arc::clone(&spec.name)),
             ),
-            resource_version: service.resource_version(),
+            resource_version: service
+                .metadata
+                .resource_version
+                .as_deref()
+                .map(ResourceVersion::of),
             spec: spec.map(Arc::new),
         }
     }
@@ -104,8 +130,8 @@ impl Cached for CachedService {
     fn key(&self) -> &ObjectKey {
         &self.key
     }
-    fn resource_version(&self) -> Option<&str> {
-        self.resource_version.as_deref()
+    fn resource_version(&self) -> Option<ResourceVersion> {
+        self.resource_version.clone()
     }
 }
 
@@ -126,7 +152,7 @@ pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-t
 #[derive(Debug)]
 pub(crate) struct CachedSlice {
     key: ObjectKey,
-    resource_version: Option<String>,
+    resource_version: Option<ResourceVersion>,
     /// The Service its `kubernetes.io/service-name` label names.
     pub(crate) service: Option<ServiceKey>,
     /// `None` when kproxy ignores the slice or it is invalid.
@@ -156,7 +182,11 @@ impl CachedSlice {
             }
         };
         CachedSlice {
-            resource_version: slice.resource_version(),
+            resource_version: slice
+                .metadata
+                .resource_version
+                .as_deref()
+                .map(ResourceVersion::of),
             service,
             slice: spec.map(|spec| {
                 Arc::new(Slice {
@@ -173,8 +203,8 @@ impl Cached for CachedSlice {
     fn key(&self) -> &ObjectKey {
         &self.key
     }
-    fn resource_version(&self) -> Option<&str> {
-        self.resource_version.as_deref()
+    fn resource_version(&self) -> Option<ResourceVersion> {
+        self.resource_version.clone()
     }
 }
 
@@ -198,8 +228,9 @@ impl Cached for CachedNode {
     fn key(&self) -> &ObjectKey {
         &self.key
     }
-    fn resource_version(&self) -> Option<&str> {
-        self.node.metadata.resource_version.as_deref()
+    fn resource_version(&self) -> Option<ResourceVersion> {
+        let version = self.node.metadata.resource_version.as_deref();
+        version.map(ResourceVersion::of)
     }
 }
 
@@ -245,5 +276,23 @@ fn log_skip<K: kube::Resource>(object: &K, skip: &Skip) {
         tracing::warn!(%namespace, %name, "skipped: {skip}");
     } else {
         tracing::debug!(%namespace, %name, "skipped: {skip}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ResourceVersion;
+
+    #[test]
+    fn resource_versions_are_equal_only_when_their_text_is() {
+        let of = ResourceVersion::of;
+        assert_eq!(of("12345"), ResourceVersion::Revision(12345));
+        assert_eq!(of("0"), ResourceVersion::Revision(0));
+        assert_ne!(of("007"), of("7"));
+        assert_eq!(of("007"), of("007"));
+        assert_ne!(of("+7"), of("7"));
+        assert_eq!(of("abc"), ResourceVersion::Text("abc".into()));
+        assert_ne!(of("99999999999999999999999"), of("9"));
+        assert_eq!(of(""), ResourceVersion::Text("".into()));
     }
 }
