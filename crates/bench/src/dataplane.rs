@@ -306,7 +306,7 @@ fn with_probe(services: usize, node: NodeInfo, backend: Ipv4Addr) -> ProxyState 
         name: name.as_str().into(),
         cluster_ips: vec![PROBE_IP.into()],
         ports: vec![PortSpec {
-            name: String::new(),
+            name: "".into(),
             protocol: Protocol::Tcp,
             port: PROBE_PORT,
             node_port: None,
@@ -325,7 +325,7 @@ fn with_probe(services: usize, node: NodeInfo, backend: Ipv4Addr) -> ProxyState 
         service: name.into(),
         family: IpFamily::V4,
         ports: vec![SlicePort {
-            name: String::new(),
+            name: "".into(),
             protocol: Protocol::Tcp,
             port: DEFAULT_PORT,
         }],

@@ -19,6 +19,7 @@
 
 pub mod endpoint;
 mod error;
+pub mod interned;
 pub mod k8s;
 mod node;
 mod service;

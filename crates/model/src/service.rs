@@ -169,7 +169,7 @@ impl ServicePortName {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSpec {
     /// `ports[].name`.
-    pub name: String,
+    pub name: Arc<str>,
     /// `ports[].protocol`.
     pub protocol: Protocol,
     /// `ports[].port`.
@@ -210,7 +210,7 @@ pub struct ServiceSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlicePort {
     /// Matches a Service port name (both may be empty).
-    pub name: String,
+    pub name: Arc<str>,
     /// Matches the Service port protocol.
     pub protocol: Protocol,
     /// The port the endpoints listen on: the DNAT target port.

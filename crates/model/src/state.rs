@@ -60,7 +60,7 @@ impl ProxyState {
                 let name = ServicePortName {
                     namespace: namespace.clone(),
                     service: service_name.clone(),
-                    port: port.name.as_str().into(),
+                    port: Arc::clone(&port.name),
                     protocol: port.protocol,
                 };
                 if ports.contains_key(&name) {

@@ -291,7 +291,7 @@ fn service(i: usize, endpoints: usize, alloc: &mut Allocator) -> (ServiceSpec, V
         }
     }
 
-    let namespace: Arc<str> = format!("ns-{}", i % 50).into();
+    let namespace = kproxy_model::interned::shared(&format!("ns-{}", i % 50));
     let name: Arc<str> = format!("svc-{i}").into();
     let spec = ServiceSpec {
         namespace: namespace.clone(),
@@ -300,7 +300,7 @@ fn service(i: usize, endpoints: usize, alloc: &mut Allocator) -> (ServiceSpec, V
         ports: ports
             .iter()
             .map(|&(port_name, protocol, port, _)| PortSpec {
-                name: port_name.to_string(),
+                name: kproxy_model::interned::shared(port_name),
                 protocol,
                 port,
                 node_port: if has_node_port {
@@ -348,7 +348,7 @@ fn service(i: usize, endpoints: usize, alloc: &mut Allocator) -> (ServiceSpec, V
     let slice_ports: Vec<SlicePort> = ports
         .iter()
         .map(|&(port_name, protocol, _, target)| SlicePort {
-            name: port_name.to_string(),
+            name: kproxy_model::interned::shared(port_name),
             protocol,
             port: target,
         })

@@ -1,6 +1,7 @@
 //! Field validation helpers that collect every problem of one object.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -132,7 +133,7 @@ impl Check {
     }
 
     /// A port name: empty, or an IANA service name (what the API server enforces).
-    pub(super) fn port_name(&mut self, field: impl Into<String>, name: Option<&str>) -> String {
+    pub(super) fn port_name(&mut self, field: impl Into<String>, name: Option<&str>) -> Arc<str> {
         let name = name.unwrap_or_default();
         let valid = name.is_empty()
             || (name.len() <= 15
@@ -149,7 +150,7 @@ impl Check {
                 format!("{name:?} is not a valid port name (IANA service name)"),
             );
         }
-        name.to_string()
+        crate::interned::shared(name)
     }
 }
 

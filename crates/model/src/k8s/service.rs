@@ -170,7 +170,7 @@ pub fn service(svc: &Service) -> Translation<ServiceSpec> {
     // Exactly sized: a cache keeps every Service, and a filtered collect or a pushed Vec of
     // one makes room for four (~10 MB at 50,000 Services).
     check.finish(Ok(ServiceSpec {
-        namespace: object.namespace.into(),
+        namespace: crate::interned::shared(&object.namespace),
         name: object.name.into(),
         cluster_ips: exact(cluster_ips),
         ports: exact(ports),

@@ -100,7 +100,7 @@ pub fn endpoint_slice(slice: &EndpointSlice) -> Translation<SliceSpec> {
 
     let object = check.object().clone();
     check.finish(Ok(SliceSpec {
-        namespace: object.namespace.into(),
+        namespace: crate::interned::shared(&object.namespace),
         name: object.name.into(),
         service: service.into(),
         family,
