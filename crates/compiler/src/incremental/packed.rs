@@ -4,7 +4,8 @@
 //! a quarter of a million, most of them the hairpin set's `endpoint . endpoint`. As a
 //! `Vec<Value>` each is a 24-byte vector and a heap block of 20 bytes per value (a `Value`
 //! has room for an IPv6 network); packed, an IPv4 key of up to three values fits in the
-//! 24 bytes of the key itself. Packing keeps the order: two packed keys compare as the
+//! 16 bytes of the key itself (longer keys, IPv6 ones, go to the heap behind a thin
+//! pointer, so the inline size stays 16). Packing keeps the order: two packed keys compare as the
 //! `Vec<Value>`s they hold, so maps ordered by key iterate as before.
 
 use std::cmp::Ordering;
@@ -15,15 +16,15 @@ use kproxy_model::Protocol;
 
 use crate::ir::Value;
 
-/// Bytes that fit beside the length and the variant in 24 bytes.
-const INLINE: usize = 22;
+/// Bytes that fit beside the length and the variant in 16 bytes.
+const INLINE: usize = 14;
 
 /// A `[Value]` as bytes: each value a tag byte (its variant, in declaration order, so the
 /// bytes sort as the values) and its content, big-endian.
 #[derive(Clone)]
 pub(super) enum PackedKey {
     Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<[u8]>),
+    Heap(Box<Box<[u8]>>),
 }
 
 // Tags, in the order of `Value`'s variants (its derived `Ord` compares the variant first).
@@ -49,12 +50,12 @@ impl PackedKey {
             let mut inline = [0; INLINE];
             inline[..bytes.len()].copy_from_slice(&bytes);
             PackedKey::Inline {
-                // At most INLINE (22).
+                // At most INLINE (14).
                 len: bytes.len() as u8,
                 bytes: inline,
             }
         } else {
-            PackedKey::Heap(bytes.into_boxed_slice())
+            PackedKey::Heap(Box::new(bytes.into_boxed_slice()))
         }
     }
 
@@ -256,6 +257,6 @@ mod tests {
         assert!(key(&[addr, Value::Proto(Protocol::Tcp), Value::Port(8080)]));
         let v6 = Value::Addr("fd00::1".parse().expect("address"));
         assert!(!key(&[v6, v6]));
-        assert_eq!(std::mem::size_of::<PackedKey>(), 24);
+        assert_eq!(std::mem::size_of::<PackedKey>(), 16);
     }
 }
