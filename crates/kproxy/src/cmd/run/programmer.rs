@@ -55,8 +55,8 @@ pub struct Programmer {
     no_local_by_service: HashMap<ServiceKey, (i64, i64)>,
     /// Sums over `no_local_by_service`.
     no_local: (i64, i64),
-    /// The healthCheckNodePort servers the compiled state asks for, by Service: kept apart
-    /// from `services` so a sync hands them over without walking every Service.
+    /// The healthCheckNodePort servers the compiled state asks for, by Service: only the
+    /// Services that have one, so a sync hands them over without walking every Service.
     checks: BTreeMap<ServiceKey, ServiceCheck>,
 }
 
