@@ -594,8 +594,9 @@ fn the_daemon_set_runs_on_every_node_with_the_least_privilege() {
         .collect();
     assert_eq!(added, BTreeSet::from(["NET_ADMIN", "NET_RAW"]));
 
-    // Sized from docs/benchmarks.md, "The node daemon": the request holds 10,000 Services
-    // (200 MB RSS), the limit 50,000 (911 MB); no CPU limit.
+    // Sized from docs/benchmarks.md, "The node daemon": the request holds 50,000 Services
+    // once synced (159-170 MB RSS), the limit their first full sync (a 612 MB heap peak);
+    // no CPU limit.
     let resources = container.resources.as_ref().expect("resources");
     let requests = resources.requests.as_ref().expect("requests");
     assert_eq!(requests["cpu"].0, "100m");
