@@ -20,7 +20,11 @@ pub(crate) fn compile(table: &mut TableBuilder<'_>, ctx: &PortContext<'_>) {
     }
     let chain = naming::external_chain(&ctx.id);
     let family = ctx.family;
-    for &ip in family.external_ips.iter().chain(&family.load_balancer_ips) {
+    for &ip in family
+        .external_ips()
+        .iter()
+        .chain(family.load_balancer_ips())
+    {
         table.add_verdict(
             MapName::ServiceIps,
             service_key(ip, ctx),

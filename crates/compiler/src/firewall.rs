@@ -10,11 +10,11 @@ use crate::ir::{Action, Chain, Expr, Match, Rule, SetRef, Value, Verdict};
 use crate::table::{PortContext, SetName, TableBuilder};
 
 pub(crate) fn compile(table: &mut TableBuilder<'_>, ctx: &PortContext<'_>) {
-    let ranges = &ctx.family.source_ranges;
+    let ranges = ctx.family.source_ranges();
     if ranges.is_empty() {
         return;
     }
-    for &ip in &ctx.family.load_balancer_ips {
+    for &ip in ctx.family.load_balancer_ips() {
         let key = service_key(ip, ctx);
         for range in ranges {
             let mut allowed = key.clone();

@@ -19,8 +19,8 @@ pub(crate) fn compile(table: &mut TableBuilder<'_>, ctx: &PortContext<'_>) {
     let reject = Verdict::Goto(REJECT_CHAIN.into());
     let family = ctx.family;
     let ips = std::iter::once(&family.cluster_ip)
-        .chain(&family.external_ips)
-        .chain(&family.load_balancer_ips);
+        .chain(family.external_ips())
+        .chain(family.load_balancer_ips());
     for &ip in ips {
         table.add_verdict(
             MapName::NoEndpointServices,

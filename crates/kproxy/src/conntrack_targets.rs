@@ -33,8 +33,8 @@ pub fn targets(state: &ProxyState) -> Vec<ServiceTarget> {
                 .map(|e| SocketAddr::new(e.addr, e.port))
                 .collect();
             let addresses = std::iter::once(&family.cluster_ip)
-                .chain(&family.external_ips)
-                .chain(&family.load_balancer_ips);
+                .chain(family.external_ips())
+                .chain(family.load_balancer_ips());
             let mut destinations: Vec<Destination> = addresses
                 .map(|ip| Destination::Service(SocketAddr::new(*ip, port.port)))
                 .collect();

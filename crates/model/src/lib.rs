@@ -31,7 +31,7 @@ pub use endpoint::{
 pub use error::{FieldError, ObjectKind, ObjectRef};
 pub use node::NodeInfo;
 pub use service::{
-    FamilyPort, IpFamily, PortSpec, Protocol, ServicePort, ServicePortName, ServiceSpec,
-    SessionAffinity, SlicePort, SliceSpec, TrafficPolicy,
+    FamilyPort, IpFamily, OutsideAddresses, PortSpec, Protocol, ServicePort, ServicePortName,
+    ServiceSpec, SessionAffinity, SlicePort, SliceSpec, TrafficPolicy,
 };
 pub use state::ProxyState;

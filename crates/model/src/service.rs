@@ -263,7 +263,7 @@ impl ServicePort {
             || self
                 .families
                 .iter()
-                .any(|f| !f.external_ips.is_empty() || !f.load_balancer_ips.is_empty())
+                .any(|f| !f.external_ips().is_empty() || !f.load_balancer_ips().is_empty())
     }
 
     /// The policy external traffic actually follows: `Local` only for reachable ports.
@@ -305,14 +305,51 @@ pub struct FamilyPort {
     pub family: IpFamily,
     /// The ClusterIP of this family.
     pub cluster_ip: IpAddr,
+    /// The addresses from outside the cluster, if any. Behind one pointer: most ports have
+    /// none, and a daemon keeps every port (three empty vectors are 72 bytes).
+    pub outside: Option<Box<OutsideAddresses>>,
+    /// The endpoints selected for this node.
+    pub endpoints: EndpointSets,
+}
+
+/// A port's addresses reachable from outside the cluster, in one family.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutsideAddresses {
     /// `externalIPs` of this family.
     pub external_ips: Vec<IpAddr>,
     /// Load-balancer ingress IPs of this family.
     pub load_balancer_ips: Vec<IpAddr>,
     /// `loadBalancerSourceRanges` of this family; empty means every source is allowed.
     pub source_ranges: Vec<IpNet>,
-    /// The endpoints selected for this node.
-    pub endpoints: EndpointSets,
+}
+
+impl OutsideAddresses {
+    /// `None` when there are none at all.
+    pub fn boxed(self) -> Option<Box<OutsideAddresses>> {
+        (self != OutsideAddresses::default()).then(|| Box::new(self))
+    }
+}
+
+impl FamilyPort {
+    /// `externalIPs` of this family.
+    pub fn external_ips(&self) -> &[IpAddr] {
+        self.outside.as_ref().map_or(&[], |o| &o.external_ips)
+    }
+
+    /// Load-balancer ingress IPs of this family.
+    pub fn load_balancer_ips(&self) -> &[IpAddr] {
+        self.outside.as_ref().map_or(&[], |o| &o.load_balancer_ips)
+    }
+
+    /// `loadBalancerSourceRanges` of this family; empty means every source is allowed.
+    pub fn source_ranges(&self) -> &[IpNet] {
+        self.outside.as_ref().map_or(&[], |o| &o.source_ranges)
+    }
+
+    /// The outside addresses, to change them (created empty when there are none).
+    pub fn outside_mut(&mut self) -> &mut OutsideAddresses {
+        self.outside.get_or_insert_with(Box::default)
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::endpoint::{self, Candidate, NodeView};
 use crate::{
-    FamilyPort, IpFamily, NodeInfo, PortSpec, ServicePort, ServicePortName, ServiceSpec, SliceSpec,
-    TrafficPolicy,
+    FamilyPort, IpFamily, NodeInfo, OutsideAddresses, PortSpec, ServicePort, ServicePortName,
+    ServiceSpec, SliceSpec, TrafficPolicy,
 };
 
 /// Everything the compiler needs to produce this node's rules. Immutable once built.
@@ -97,14 +97,17 @@ fn build_port(
         families.push(FamilyPort {
             family,
             cluster_ip,
-            external_ips: of_family(&service.external_ips, family),
-            load_balancer_ips: of_family(&service.load_balancer_ips, family),
-            source_ranges: service
-                .source_ranges
-                .iter()
-                .filter(|net| IpFamily::of_net(net) == family)
-                .copied()
-                .collect(),
+            outside: OutsideAddresses {
+                external_ips: of_family(&service.external_ips, family),
+                load_balancer_ips: of_family(&service.load_balancer_ips, family),
+                source_ranges: service
+                    .source_ranges
+                    .iter()
+                    .filter(|net| IpFamily::of_net(net) == family)
+                    .copied()
+                    .collect(),
+            }
+            .boxed(),
             endpoints: endpoint::select(&candidates, node),
         });
     }
@@ -340,11 +343,11 @@ mod tests {
             [("fd00:10::1".parse().unwrap(), 8080)]
         );
         assert_eq!(
-            port.family(IpFamily::V4).unwrap().external_ips,
+            port.family(IpFamily::V4).unwrap().external_ips(),
             ["198.51.100.1".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(
-            port.family(IpFamily::V6).unwrap().external_ips,
+            port.family(IpFamily::V6).unwrap().external_ips(),
             ["2001:db8::1".parse::<IpAddr>().unwrap()]
         );
     }

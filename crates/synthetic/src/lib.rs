@@ -466,8 +466,8 @@ mod tests {
                     .or_insert_with(|| service.clone());
                 assert_eq!(*owner, service, "ClusterIPs are unique per Service");
                 v6 += usize::from(family.family == IpFamily::V6);
-                lb += usize::from(!family.load_balancer_ips.is_empty());
-                ranged += usize::from(family.source_ranges.len() == 2);
+                lb += usize::from(!family.load_balancer_ips().is_empty());
+                ranged += usize::from(family.source_ranges().len() == 2);
                 let sets = &family.endpoints;
                 // A set is kept only for a port that routes to it.
                 let routes = |policy| {

@@ -95,13 +95,13 @@ pub(crate) fn no_local_endpoints_external(b: &mut Builder, ctx: &PortContext<'_>
 /// loadBalancerSourceRanges: mangle `KUBE-PROXY-FIREWALL` sends each guarded LB IP and port
 /// to the port's `KUBE-FW-` chain, which returns allowed sources and drops the rest.
 pub(crate) fn firewall(b: &mut Builder, ctx: &PortContext<'_>) {
-    let ranges = &ctx.family.source_ranges;
-    if ranges.is_empty() || ctx.family.load_balancer_ips.is_empty() {
+    let ranges = ctx.family.source_ranges();
+    if ranges.is_empty() || ctx.family.load_balancer_ips().is_empty() {
         return;
     }
     let protocol = ctx.port.name.protocol;
     let chain = naming::firewall_chain(&ctx.port.name);
-    for &ip in &ctx.family.load_balancer_ips {
+    for &ip in ctx.family.load_balancer_ips() {
         b.firewall.push(
             Rule::to(Target::Jump(chain.clone()))
                 .when([Match::destination(ip), Match::port(protocol, ctx.port.port)])

@@ -269,9 +269,9 @@ impl PortContext<'_> {
     /// The externally reachable addresses (externalIPs, then load-balancer IPs).
     pub fn external_ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.family
-            .external_ips
+            .external_ips()
             .iter()
-            .chain(&self.family.load_balancer_ips)
+            .chain(self.family.load_balancer_ips())
             .copied()
     }
 }

@@ -99,14 +99,14 @@ fn masquerade_rule(b: &Builder, ctx: &PortContext<'_>, to_cluster_ip: &[Match]) 
 fn external_entries(b: &mut Builder, ctx: &PortContext<'_>) {
     let protocol = ctx.port.name.protocol;
     let ext = naming::external_chain(&ctx.port.name);
-    for &ip in &ctx.family.external_ips {
+    for &ip in ctx.family.external_ips() {
         b.nat_services.push(
             Rule::to(Target::Jump(ext.clone()))
                 .when([Match::destination(ip), Match::port(protocol, ctx.port.port)])
                 .comment(naming::comment(&format!("{} external IP", ctx.comment))),
         );
     }
-    for &ip in &ctx.family.load_balancer_ips {
+    for &ip in ctx.family.load_balancer_ips() {
         b.nat_services.push(
             Rule::to(Target::Jump(ext.clone()))
                 .when([Match::destination(ip), Match::port(protocol, ctx.port.port)])

@@ -42,9 +42,7 @@ fn port(name: &str, cluster_ip: &str, endpoints: Vec<Endpoint>) -> ServicePort {
         families: vec![FamilyPort {
             family: IpFamily::V4,
             cluster_ip: ip(cluster_ip),
-            external_ips: Vec::new(),
-            load_balancer_ips: Vec::new(),
-            source_ranges: Vec::new(),
+            outside: None,
             endpoints: EndpointSets {
                 any_usable: !endpoints.is_empty(),
                 cluster: endpoints,
@@ -199,7 +197,7 @@ fn external_local_without_local_endpoints_short_circuits_and_drops_the_rest() {
     let mut web = port("web", "10.96.0.50", vec![ep("10.244.2.1", false)]);
     web.external_policy = TrafficPolicy::Local;
     web.node_port = Some(30050);
-    web.families[0].load_balancer_ips = vec![ip("203.0.113.50")];
+    web.families[0].outside_mut().load_balancer_ips = vec![ip("203.0.113.50")];
     let rules = v4(&state(vec![web]), &options());
     let name = port_name("web");
     let ext = naming::external_chain(&name);
@@ -243,8 +241,8 @@ fn external_local_without_local_endpoints_short_circuits_and_drops_the_rest() {
 fn source_ranges_drop_other_sources_in_mangle_before_dnat() {
     let mut lb = port("lb", "10.96.0.60", vec![ep("10.244.2.1", false)]);
     lb.node_port = Some(30060);
-    lb.families[0].load_balancer_ips = vec![ip("203.0.113.60")];
-    lb.families[0].source_ranges = vec!["192.0.2.0/24".parse().unwrap()];
+    lb.families[0].outside_mut().load_balancer_ips = vec![ip("203.0.113.60")];
+    lb.families[0].outside_mut().source_ranges = vec!["192.0.2.0/24".parse().unwrap()];
     let rules = v4(&state(vec![lb]), &options());
     let name = port_name("lb");
     let fw = naming::firewall_chain(&name);

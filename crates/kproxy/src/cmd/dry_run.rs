@@ -111,8 +111,8 @@ fn focus(state: &ProxyState, service: &str) -> anyhow::Result<Focus> {
         }
         for family in &port.families {
             let addresses: BTreeSet<_> = std::iter::once(family.cluster_ip)
-                .chain(family.external_ips.iter().copied())
-                .chain(family.load_balancer_ips.iter().copied())
+                .chain(family.external_ips().iter().copied())
+                .chain(family.load_balancer_ips().iter().copied())
                 .collect();
             for addr in addresses {
                 focus.keys.insert(vec![Value::Addr(addr)]);
