@@ -190,12 +190,11 @@ pub struct ServiceSpec {
     pub cluster_ips: Vec<IpAddr>,
     /// `spec.ports`.
     pub ports: Vec<PortSpec>,
-    /// `spec.externalIPs`.
-    pub external_ips: Vec<IpAddr>,
-    /// `status.loadBalancer.ingress[].ip` of a LoadBalancer, except `ipMode: Proxy`.
-    pub load_balancer_ips: Vec<IpAddr>,
-    /// `spec.loadBalancerSourceRanges`, normalised to network addresses.
-    pub source_ranges: Vec<IpNet>,
+    /// `spec.externalIPs`, `status.loadBalancer.ingress[].ip` of a LoadBalancer (except
+    /// `ipMode: Proxy`) and `spec.loadBalancerSourceRanges` (normalised to network
+    /// addresses), if any: behind one pointer, as most Services have none
+    /// ([`ServiceSpec::outside`]).
+    pub outside: Option<Box<OutsideAddresses>>,
     /// `spec.internalTrafficPolicy`.
     pub internal_policy: TrafficPolicy,
     /// `spec.externalTrafficPolicy`; only meaningful when the Service is externally reachable.
@@ -312,7 +311,21 @@ pub struct FamilyPort {
     pub endpoints: EndpointSets,
 }
 
-/// A port's addresses reachable from outside the cluster, in one family.
+impl ServiceSpec {
+    /// The addresses from outside the cluster (empty lists when there are none).
+    pub fn outside(&self) -> &OutsideAddresses {
+        self.outside.as_deref().unwrap_or(&NO_OUTSIDE_ADDRESSES)
+    }
+}
+
+static NO_OUTSIDE_ADDRESSES: OutsideAddresses = OutsideAddresses {
+    external_ips: Vec::new(),
+    load_balancer_ips: Vec::new(),
+    source_ranges: Vec::new(),
+};
+
+/// A Service's addresses reachable from outside the cluster (in a [`FamilyPort`], those of
+/// its family).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutsideAddresses {
     /// `externalIPs` of this family.
@@ -333,17 +346,21 @@ impl OutsideAddresses {
 impl FamilyPort {
     /// `externalIPs` of this family.
     pub fn external_ips(&self) -> &[IpAddr] {
-        self.outside.as_ref().map_or(&[], |o| &o.external_ips)
+        &self.outside().external_ips
     }
 
     /// Load-balancer ingress IPs of this family.
     pub fn load_balancer_ips(&self) -> &[IpAddr] {
-        self.outside.as_ref().map_or(&[], |o| &o.load_balancer_ips)
+        &self.outside().load_balancer_ips
     }
 
     /// `loadBalancerSourceRanges` of this family; empty means every source is allowed.
     pub fn source_ranges(&self) -> &[IpNet] {
-        self.outside.as_ref().map_or(&[], |o| &o.source_ranges)
+        &self.outside().source_ranges
+    }
+
+    fn outside(&self) -> &OutsideAddresses {
+        self.outside.as_deref().unwrap_or(&NO_OUTSIDE_ADDRESSES)
     }
 
     /// The outside addresses, to change them (created empty when there are none).

@@ -98,9 +98,10 @@ fn build_port(
             family,
             cluster_ip,
             outside: OutsideAddresses {
-                external_ips: of_family(&service.external_ips, family),
-                load_balancer_ips: of_family(&service.load_balancer_ips, family),
+                external_ips: of_family(&service.outside().external_ips, family),
+                load_balancer_ips: of_family(&service.outside().load_balancer_ips, family),
                 source_ranges: service
+                    .outside()
                     .source_ranges
                     .iter()
                     .filter(|net| IpFamily::of_net(net) == family)
@@ -207,12 +208,14 @@ mod tests {
                     node_port: None,
                 })
                 .collect(),
-            external_ips: vec![
-                "198.51.100.1".parse().unwrap(),
-                "2001:db8::1".parse().unwrap(),
-            ],
-            load_balancer_ips: vec![],
-            source_ranges: vec![],
+            outside: OutsideAddresses {
+                external_ips: vec![
+                    "198.51.100.1".parse().unwrap(),
+                    "2001:db8::1".parse().unwrap(),
+                ],
+                ..OutsideAddresses::default()
+            }
+            .boxed(),
             internal_policy: Default::default(),
             external_policy: Default::default(),
             affinity: Default::default(),

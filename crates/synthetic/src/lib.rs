@@ -44,8 +44,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use kproxy_model::{
-    Endpoint, EndpointConditions, IpFamily, NodeInfo, NodeName, PortSpec, Protocol, ProxyState,
-    ServicePort, ServiceSpec, SessionAffinity, SliceEndpoint, SlicePort, SliceSpec, TrafficPolicy,
+    Endpoint, EndpointConditions, IpFamily, NodeInfo, NodeName, OutsideAddresses, PortSpec,
+    Protocol, ProxyState, ServicePort, ServiceSpec, SessionAffinity, SliceEndpoint, SlicePort,
+    SliceSpec, TrafficPolicy,
 };
 
 /// The node the state is built for.
@@ -310,9 +311,12 @@ fn service(i: usize, endpoints: usize, alloc: &mut Allocator) -> (ServiceSpec, V
                 },
             })
             .collect(),
-        external_ips: Vec::new(),
-        load_balancer_ips,
-        source_ranges,
+        outside: OutsideAddresses {
+            external_ips: Vec::new(),
+            load_balancer_ips,
+            source_ranges,
+        }
+        .boxed(),
         internal_policy: if kind == Kind::InternalLocal {
             TrafficPolicy::Local
         } else {

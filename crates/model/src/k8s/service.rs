@@ -4,7 +4,9 @@ use k8s_openapi::api::core::v1::Service;
 
 use super::check::Check;
 use super::{Skip, Translation, SERVICE_PROXY_NAME_LABEL};
-use crate::{IpFamily, ObjectKind, PortSpec, ServiceSpec, SessionAffinity, TrafficPolicy};
+use crate::{
+    IpFamily, ObjectKind, OutsideAddresses, PortSpec, ServiceSpec, SessionAffinity, TrafficPolicy,
+};
 
 /// kube-proxy's default ClientIP affinity timeout (3 hours).
 const DEFAULT_AFFINITY_TIMEOUT: i32 = 10_800;
@@ -174,9 +176,12 @@ pub fn service(svc: &Service) -> Translation<ServiceSpec> {
         name: object.name.into(),
         cluster_ips: exact(cluster_ips),
         ports: exact(ports),
-        external_ips: exact(external_ips),
-        load_balancer_ips: exact(load_balancer_ips),
-        source_ranges: exact(source_ranges),
+        outside: OutsideAddresses {
+            external_ips: exact(external_ips),
+            load_balancer_ips: exact(load_balancer_ips),
+            source_ranges: exact(source_ranges),
+        }
+        .boxed(),
         internal_policy,
         external_policy,
         affinity,
