@@ -595,7 +595,7 @@ fn the_daemon_set_runs_on_every_node_with_the_least_privilege() {
     assert_eq!(added, BTreeSet::from(["NET_ADMIN", "NET_RAW"]));
 
     // Sized from docs/benchmarks.md, "The node daemon": the request holds 50,000 Services
-    // once synced (159-170 MB RSS), the limit their first full sync (a 612 MB heap peak);
+    // once synced (149-156 MB RSS), the limit their first full sync (a 612 MB heap peak);
     // no CPU limit.
     let resources = container.resources.as_ref().expect("resources");
     let requests = resources.requests.as_ref().expect("requests");
