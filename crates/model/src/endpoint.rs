@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -95,16 +95,7 @@ impl NodeName {
     /// bytes per node the cluster ever had.
     pub fn new(name: &str) -> NodeName {
         static NAMES: OnceLock<Mutex<HashSet<NodeName>>> = OnceLock::new();
-        let mut names = NAMES
-            .get_or_init(Mutex::default)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(shared) = names.get(name) {
-            return shared.clone();
-        }
-        let shared = NodeName(Arc::new(name.to_string()));
-        names.insert(shared.clone());
-        shared
+        crate::interned::intern(&NAMES, name, |name| NodeName(Arc::new(name.to_string())))
     }
 
     /// The name.

@@ -5,21 +5,36 @@
 //! daemon keeps every translated object. Each distinct text is kept once, for the life of
 //! the process: a few dozen bytes per namespace or port name the cluster ever had.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// The shared copy of `text`.
 pub fn shared(text: &str) -> Arc<str> {
     static TEXTS: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
-    let mut texts = TEXTS
+    intern(&TEXTS, text, |text| Arc::from(text))
+}
+
+/// The copy of `text` in `texts`, made with `make` and kept there if it is new: the one
+/// interner behind [`shared`] and [`crate::NodeName`].
+pub(crate) fn intern<T>(
+    texts: &OnceLock<Mutex<HashSet<T>>>,
+    text: &str,
+    make: impl FnOnce(&str) -> T,
+) -> T
+where
+    T: Borrow<str> + Clone + Eq + Hash,
+{
+    let mut texts = texts
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     if let Some(shared) = texts.get(text) {
-        return Arc::clone(shared);
+        return shared.clone();
     }
-    let shared: Arc<str> = Arc::from(text);
-    texts.insert(Arc::clone(&shared));
+    let shared = make(text);
+    texts.insert(shared.clone());
     shared
 }
 
