@@ -314,7 +314,7 @@ pub struct FamilyPort {
 impl ServiceSpec {
     /// The addresses from outside the cluster (empty lists when there are none).
     pub fn outside(&self) -> &OutsideAddresses {
-        self.outside.as_deref().unwrap_or(&NO_OUTSIDE_ADDRESSES)
+        OutsideAddresses::or_none(&self.outside)
     }
 }
 
@@ -341,26 +341,27 @@ impl OutsideAddresses {
     pub fn boxed(self) -> Option<Box<OutsideAddresses>> {
         (self != OutsideAddresses::default()).then(|| Box::new(self))
     }
+
+    /// What [`boxed`](Self::boxed) made: empty lists for `None`.
+    fn or_none(outside: &Option<Box<OutsideAddresses>>) -> &OutsideAddresses {
+        outside.as_deref().unwrap_or(&NO_OUTSIDE_ADDRESSES)
+    }
 }
 
 impl FamilyPort {
     /// `externalIPs` of this family.
     pub fn external_ips(&self) -> &[IpAddr] {
-        &self.outside().external_ips
+        &OutsideAddresses::or_none(&self.outside).external_ips
     }
 
     /// Load-balancer ingress IPs of this family.
     pub fn load_balancer_ips(&self) -> &[IpAddr] {
-        &self.outside().load_balancer_ips
+        &OutsideAddresses::or_none(&self.outside).load_balancer_ips
     }
 
     /// `loadBalancerSourceRanges` of this family; empty means every source is allowed.
     pub fn source_ranges(&self) -> &[IpNet] {
-        &self.outside().source_ranges
-    }
-
-    fn outside(&self) -> &OutsideAddresses {
-        self.outside.as_deref().unwrap_or(&NO_OUTSIDE_ADDRESSES)
+        &OutsideAddresses::or_none(&self.outside).source_ranges
     }
 
     /// The outside addresses, to change them (created empty when there are none).
