@@ -38,6 +38,15 @@ pub(crate) enum ResourceVersion {
 }
 
 impl ResourceVersion {
+    /// The version of `object`, if it has one.
+    pub(crate) fn of_object<K: kube::Resource>(object: &K) -> Option<ResourceVersion> {
+        object
+            .meta()
+            .resource_version
+            .as_deref()
+            .map(ResourceVersion::of)
+    }
+
     pub(crate) fn of(text: &str) -> ResourceVersion {
         // Only the number's one spelling: "007" and "7" are different versions.
         let canonical = !text.is_empty()
@@ -116,11 +125,7 @@ impl CachedService {
                 || object_key(service),
                 |spec| (Arc::clone(&spec.namespace), Arc::clone(&spec.name)),
             ),
-            resource_version: service
-                .metadata
-                .resource_version
-                .as_deref()
-                .map(ResourceVersion::of),
+            resource_version: ResourceVersion::of_object(service),
             spec: spec.map(Arc::new),
         }
     }
@@ -182,11 +187,7 @@ impl CachedSlice {
             }
         };
         CachedSlice {
-            resource_version: slice
-                .metadata
-                .resource_version
-                .as_deref()
-                .map(ResourceVersion::of),
+            resource_version: ResourceVersion::of_object(slice),
             service,
             slice: spec.map(|spec| {
                 Arc::new(Slice {
@@ -229,8 +230,7 @@ impl Cached for CachedNode {
         &self.key
     }
     fn resource_version(&self) -> Option<ResourceVersion> {
-        let version = self.node.metadata.resource_version.as_deref();
-        version.map(ResourceVersion::of)
+        ResourceVersion::of_object(&*self.node)
     }
 }
 
