@@ -216,6 +216,9 @@ struct FamilyState {
     shards: BTreeMap<u32, BTreeMap<(u32, String), Slot>>,
 }
 
+/// Endpoint chains by name, each with its port and a window (`None`: none).
+type Offsets = BTreeMap<String, (ServicePortName, Option<u32>)>;
+
 /// The claims on one map key, sorted by port and position in the port's fragment. Nearly
 /// every key has one claim, so a sorted vector (not a tree, whose smallest node holds eleven)
 /// keeps them.
@@ -305,17 +308,21 @@ impl FamilyState {
             record,
         );
         let mut before = Side::default();
-        let (old_offsets, old_entries) = if record {
-            for (_, old, _) in &fragments {
+        // The windows chains had before the change, where they differ from after: the changed
+        // ports' old chains now, other ports' chains when placing their shard moves them.
+        let mut old_offsets = Offsets::new();
+        let old_entries = if record {
+            for (name, old, _) in &fragments {
                 self.capture_ranges(&mut before, old.as_ref(), &|chain| self.current(chain));
+                for chain in old.iter().flat_map(endpoint_chains) {
+                    let offset = self.current(&chain.name);
+                    old_offsets.insert(chain.name.clone(), ((*name).clone(), offset));
+                }
             }
             self.capture_elements(&mut before, &touched);
-            (
-                self.offsets(&touched.shards),
-                self.entries(&touched.buckets),
-            )
+            self.entries(&touched.buckets)
         } else {
-            (BTreeMap::new(), BTreeMap::new())
+            BTreeMap::new()
         };
         for (name, old, new) in &fragments {
             if let Some(old) = old {
@@ -327,8 +334,10 @@ impl FamilyState {
                 self.ports += 1;
             }
         }
+        let recompiled: BTreeSet<&ServicePortName> = fragments.iter().map(|f| f.0).collect();
         for shard in &touched.shards {
-            self.place(*shard);
+            let moved = record.then_some(&mut old_offsets);
+            self.place(*shard, moved, &|port| recompiled.contains(port));
         }
         if !record {
             return None;
@@ -365,7 +374,6 @@ impl FamilyState {
             }
         }
         // Chains of other ports that a changed shard moved to another window.
-        let recompiled: BTreeSet<&ServicePortName> = fragments.iter().map(|f| f.0).collect();
         let mut buckets = touched.buckets.clone();
         for (chain, (port, offset)) in &old_offsets {
             if recompiled.contains(port) || self.offset_of(chain) == Some(*offset) {
@@ -486,16 +494,6 @@ impl FamilyState {
         }
     }
 
-    /// The window of every endpoint chain in `shards`, with its port.
-    fn offsets(&self, shards: &BTreeSet<u32>) -> BTreeMap<String, (ServicePortName, Option<u32>)> {
-        shards
-            .iter()
-            .filter_map(|shard| self.shards.get(shard))
-            .flatten()
-            .map(|((_, name), slot)| (name.clone(), (slot.port.clone(), slot.offset)))
-            .collect()
-    }
-
     /// The window of an endpoint chain: `None` if it is not in the table.
     fn offset_of(&self, chain: &str) -> Option<Option<u32>> {
         let (shard, preferred) = endpoint_maps::slot(chain);
@@ -565,13 +563,25 @@ impl FamilyState {
         }
     }
 
-    /// Places one shard's chains again, as compiling everything would.
-    fn place(&mut self, shard: u32) {
+    /// Places one shard's chains again, as compiling everything would. With `moved`, records
+    /// the old window of every chain that moves, except those of `recompiled` ports (their
+    /// slots were just taken out and put back, so they hold no old window).
+    fn place(
+        &mut self,
+        shard: u32,
+        mut moved: Option<&mut Offsets>,
+        recompiled: &dyn Fn(&ServicePortName) -> bool,
+    ) {
         let Some(slots) = self.shards.get_mut(&shard) else {
             return;
         };
         let offsets = endpoint_maps::place_in_shard(slots.keys().map(|(preferred, _)| *preferred));
-        for (slot, offset) in slots.values_mut().zip(offsets) {
+        for (((_, chain), slot), offset) in slots.iter_mut().zip(offsets) {
+            if slot.offset != offset && !recompiled(&slot.port) {
+                if let Some(moved) = moved.as_deref_mut() {
+                    moved.insert(chain.clone(), (slot.port.clone(), slot.offset));
+                }
+            }
             slot.offset = offset;
         }
     }
