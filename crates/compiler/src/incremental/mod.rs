@@ -237,7 +237,15 @@ fn claim_key(map: MapName, key: &[Value]) -> ClaimKey {
 }
 
 /// The keys of one bucket with the winning claim on each: which port's chains it inlines.
-type Entries = Vec<(Vec<Value>, ServicePortName, Verdict)>;
+type Entries<'a> = Vec<(Vec<Value>, &'a ServicePortName, &'a Verdict)>;
+
+/// A bucket's key with its winning claim, borrowed from the claims.
+type Claimed<'a> = (&'a PackedKey, &'a ServicePortName, &'a Verdict);
+
+/// The winning claim (port, verdict) on each dispatch-map key a change touches, before it:
+/// a bucket's other keys keep theirs, so these and the bucket as it is after tell what it
+/// was before. `None`: the key was not in the map.
+type Winners = BTreeMap<ClaimKey, Option<(ServicePortName, Verdict)>>;
 
 /// Which side of a change a bucket is rendered for.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -311,7 +319,7 @@ impl FamilyState {
         // The windows chains had before the change, where they differ from after: the changed
         // ports' old chains now, other ports' chains when placing their shard moves them.
         let mut old_offsets = Offsets::new();
-        let old_entries = if record {
+        let old_winners = if record {
             for (name, old, _) in &fragments {
                 self.capture_ranges(&mut before, old.as_ref(), &|chain| self.current(chain));
                 for chain in old.iter().flat_map(endpoint_chains) {
@@ -320,9 +328,9 @@ impl FamilyState {
                 }
             }
             self.capture_elements(&mut before, &touched);
-            self.entries(&touched.buckets)
+            self.winners(&touched)
         } else {
-            BTreeMap::new()
+            Winners::new()
         };
         for (name, old, new) in &fragments {
             if let Some(old) = old {
@@ -401,16 +409,25 @@ impl FamilyState {
             rerendered.insert(port.clone());
         }
         for bucket in buckets {
-            let new_entries = self.entries_of(bucket);
-            let old_entries = old_entries.get(&bucket).unwrap_or(&new_entries);
-            let reads_rerendered = old_entries
-                .iter()
-                .chain(&new_entries)
-                .any(|(_, port, _)| rerendered.contains(port));
-            if old_entries == &new_entries && !reads_rerendered {
+            let old_in_bucket = bucket_range(&old_winners, bucket);
+            let keys_changed = old_in_bucket
+                .clone()
+                .any(|(key, old)| self.winner(key) != old.as_ref().map(|(p, v)| (p, v)));
+            let reads_rerendered = !rerendered.is_empty()
+                && (bucket_range(&self.claims, bucket)
+                    .filter_map(|(_, claims)| claims.first())
+                    .any(|((port, _), _)| rerendered.contains(port))
+                    || old_in_bucket
+                        .clone()
+                        .filter_map(|(_, old)| old.as_ref())
+                        .any(|(port, _)| rerendered.contains(port)));
+            if !keys_changed && !reads_rerendered {
                 continue;
             }
-            let old_chain = sources.bucket(bucket, old_entries, When::Before, &old_offset);
+            let claimed = self.claimed(bucket);
+            let old_entries = entries_before(&claimed, old_in_bucket);
+            let new_entries: Entries<'_> = claimed.iter().map(entry).collect();
+            let old_chain = sources.bucket(bucket, &old_entries, When::Before, &old_offset);
             let new_chain = sources.bucket(bucket, &new_entries, When::After, &|c| self.current(c));
             // The bucket map's element exists while its chain does.
             if old_chain.is_some() {
@@ -430,23 +447,32 @@ impl FamilyState {
         self.offset_of(chain).flatten()
     }
 
-    /// The entries of every bucket in `buckets`, as they are now.
-    fn entries(&self, buckets: &BTreeSet<(MapName, u16)>) -> BTreeMap<(MapName, u16), Entries> {
-        buckets
+    /// The winning claim on every dispatch-map key `touched` names, as it is now.
+    fn winners(&self, touched: &Touched) -> Winners {
+        touched
+            .verdicts
             .iter()
-            .map(|bucket| (*bucket, self.entries_of(*bucket)))
+            .filter(|(map, _)| buckets::dispatches(*map))
+            .map(|(map, key)| {
+                let key = claim_key(*map, key);
+                let winner = self.winner(&key).map(|(p, v)| (p.clone(), v.clone()));
+                (key, winner)
+            })
             .collect()
     }
 
+    /// The winning claim on one map key: the port whose chains it leads to, and how.
+    fn winner(&self, key: &ClaimKey) -> Option<(&ServicePortName, &Verdict)> {
+        let ((port, _), verdict) = self.claims.get(key)?.first()?;
+        Some((port, verdict))
+    }
+
     /// One bucket's keys, in key order, each with its winning claim.
-    fn entries_of(&self, (map, bucket): (MapName, u16)) -> Entries {
-        let start = (map, bucket, PackedKey::new(&[]));
-        self.claims
-            .range(start..)
-            .take_while(|((m, b, _), _)| *m == map && *b == bucket)
+    fn claimed(&self, bucket: (MapName, u16)) -> Vec<Claimed<'_>> {
+        bucket_range(&self.claims, bucket)
             .filter_map(|((_, _, key), claims)| {
                 let ((port, _), verdict) = claims.first()?;
-                Some((key.values(), port.clone(), verdict.clone()))
+                Some((key, port, verdict))
             })
             .collect()
     }
@@ -622,6 +648,43 @@ impl Touched {
         }
         touched
     }
+}
+
+/// The entries of `map` (keyed by bucket, then key) in one bucket.
+fn bucket_range<V>(
+    map: &BTreeMap<ClaimKey, V>,
+    (name, bucket): (MapName, u16),
+) -> impl Iterator<Item = (&ClaimKey, &V)> + Clone {
+    map.range((name, bucket, PackedKey::new(&[]))..)
+        .take_while(move |((m, b, _), _)| *m == name && *b == bucket)
+}
+
+/// A bucket's entries after a change (`after`, in key order) and before it: the same, except
+/// at the keys whose winner the change saw (`old`, in key order).
+fn entries_before<'a>(
+    after: &[Claimed<'a>],
+    old: impl Iterator<Item = (&'a ClaimKey, &'a Option<(ServicePortName, Verdict)>)>,
+) -> Entries<'a> {
+    let mut before = Vec::with_capacity(after.len());
+    let mut rest = after.iter().peekable();
+    for ((_, _, key), winner) in old {
+        while let Some(kept) = rest.next_if(|(k, _, _)| *k < key) {
+            before.push(entry(kept));
+        }
+        rest.next_if(|(k, _, _)| *k == key);
+        if let Some((port, verdict)) = winner {
+            before.push((key.values(), port, verdict));
+        }
+    }
+    before.extend(rest.map(entry));
+    before
+}
+
+/// A key of a bucket with its winning claim, as the bucket's chain is built from.
+fn entry<'a>(
+    &(key, port, verdict): &Claimed<'a>,
+) -> (Vec<Value>, &'a ServicePortName, &'a Verdict) {
+    (key.values(), port, verdict)
 }
 
 fn endpoint_chains(fragment: &Fragment) -> impl Iterator<Item = &EndpointChain> {
