@@ -112,8 +112,9 @@ fn main() {
     let _ = daemon.wait();
     ns.exec(move || drop(api));
 
+    // Megabytes of 10^6 bytes in both outputs, as the targets are written (`VmRSS` is in KiB).
+    let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
     if as_json {
-        let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
         println!(
             "{}",
             json!({
@@ -141,8 +142,8 @@ fn main() {
         ms(latencies[CHANGES / 2]),
         ms(latencies[P99]),
         ms(latencies[CHANGES - 1]),
-        rss_kib as f64 / 1024.0,
-        rss_after_kib as f64 / 1024.0,
+        mb(rss_kib),
+        mb(rss_after_kib),
         cpu.as_secs_f64(),
         (cpu_after - cpu).as_secs_f64() * 1e3 / CHANGES as f64,
     );
