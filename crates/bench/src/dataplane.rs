@@ -22,8 +22,8 @@ use anyhow::Context;
 use ipnet::IpNet;
 use kproxy_compiler::compile;
 use kproxy_model::{
-    EndpointConditions, IpFamily, NodeInfo, NodeName, PortSpec, Protocol, ProxyState, ServiceSpec,
-    SessionAffinity, SliceEndpoint, SlicePort, SliceSpec, TrafficPolicy,
+    EndpointConditions, IpFamily, NodeInfo, PortSpec, Protocol, ProxyState, ServiceSpec,
+    SessionAffinity, SliceEndpoint, SlicePort, SliceSpec, TopologyHints, TrafficPolicy,
 };
 use kproxy_syncer::iptables::{IptablesSyncer, Tools, Variant};
 use kproxy_syncer::Syncer;
@@ -327,12 +327,12 @@ fn with_probe(services: usize, node: NodeInfo, backend: Ipv4Addr) -> ProxyState 
             protocol: Protocol::Tcp,
             port: DEFAULT_PORT,
         }],
-        endpoints: vec![SliceEndpoint {
-            addr: backend.into(),
-            conditions: EndpointConditions::default(),
-            node_name: Some(NodeName::new(kproxy_synthetic::NODE)),
-            hints: None,
-        }],
+        endpoints: vec![SliceEndpoint::new(
+            backend.into(),
+            EndpointConditions::default(),
+            Some(kproxy_synthetic::NODE),
+            TopologyHints::default(),
+        )],
     });
     ProxyState::build(node, &specs, &slices)
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde::Serialize;
 
@@ -37,23 +37,22 @@ impl Default for EndpointConditions {
 /// One endpoint as an EndpointSlice lists it, before selection.
 ///
 /// The daemon's watcher keeps one per endpoint of the cluster (500,000 at 50,000 Services), so
-/// it is kept small: the node's name is shared, and the hints, which only topology-aware
-/// Services carry, sit behind one pointer. 48 bytes; a `String` name and two inline sets made
-/// it 96, plus a heap block per name.
+/// it is kept small: the node's name and the hints, which every endpoint on a node (or in a
+/// zone) repeats, sit behind one pointer to a copy shared by all endpoints with the same ones.
+/// 32 bytes; a shared name and a separate pointer to the hints made it 40, a `String` name and
+/// two inline sets 96.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SliceEndpoint {
     /// The first of `addresses` (the only one kube-proxy uses).
     pub addr: IpAddr,
     /// `conditions`.
     pub conditions: EndpointConditions,
-    /// `nodeName`, if set.
-    pub node_name: Option<NodeName>,
-    /// `hints`, if any name a zone or a node.
-    pub hints: Option<Box<TopologyHints>>,
+    /// `nodeName` and `hints`; `None` when neither is set.
+    place: Option<Arc<Place>>,
 }
 
 /// `hints` of one endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TopologyHints {
     /// `forZones[].name`.
     pub zones: BTreeSet<String>,
@@ -61,25 +60,67 @@ pub struct TopologyHints {
     pub nodes: BTreeSet<String>,
 }
 
-impl TopologyHints {
-    /// The hints, or `None` when they name nothing (as most endpoints' do).
-    pub fn of(zones: BTreeSet<String>, nodes: BTreeSet<String>) -> Option<Box<TopologyHints>> {
-        (!zones.is_empty() || !nodes.is_empty()).then(|| Box::new(TopologyHints { zones, nodes }))
-    }
+/// Where an endpoint runs and what its hints name: the part of an endpoint that many share.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Place {
+    node: Option<NodeName>,
+    hints: TopologyHints,
 }
 
 static NO_HINTS: BTreeSet<String> = BTreeSet::new();
 
 impl SliceEndpoint {
+    /// An endpoint on node `node_name` (if set) with `hints`. Each distinct pair of node and
+    /// hints is stored once, for the life of the process: a cluster has one per node, or per
+    /// node and zone with hints, not one per endpoint.
+    pub fn new(
+        addr: IpAddr,
+        conditions: EndpointConditions,
+        node_name: Option<&str>,
+        hints: TopologyHints,
+    ) -> SliceEndpoint {
+        let place = Place {
+            node: node_name.map(NodeName::new),
+            hints,
+        };
+        let place = (place.node.is_some() || place.hints != TopologyHints::default())
+            .then(|| shared_place(place));
+        SliceEndpoint {
+            addr,
+            conditions,
+            place,
+        }
+    }
+
+    /// `nodeName`, if set.
+    pub fn node_name(&self) -> Option<&str> {
+        self.place.as_ref()?.node.as_deref()
+    }
+
     /// `hints.forZones[].name`.
     pub fn zone_hints(&self) -> &BTreeSet<String> {
-        self.hints.as_ref().map_or(&NO_HINTS, |h| &h.zones)
+        self.place.as_ref().map_or(&NO_HINTS, |p| &p.hints.zones)
     }
 
     /// `hints.forNodes[].name`.
     pub fn node_hints(&self) -> &BTreeSet<String> {
-        self.hints.as_ref().map_or(&NO_HINTS, |h| &h.nodes)
+        self.place.as_ref().map_or(&NO_HINTS, |p| &p.hints.nodes)
     }
+}
+
+/// The shared copy of `place`.
+fn shared_place(place: Place) -> Arc<Place> {
+    static PLACES: OnceLock<Mutex<HashSet<Arc<Place>>>> = OnceLock::new();
+    let mut places = PLACES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = places.get(&place) {
+        return Arc::clone(shared);
+    }
+    let shared = Arc::new(place);
+    places.insert(Arc::clone(&shared));
+    shared
 }
 
 /// A node's name as endpoints carry it. Every endpoint on a node repeats the name, so each
@@ -130,7 +171,7 @@ pub struct Candidate<'a> {
 
 impl Candidate<'_> {
     fn is_local(&self, node: &str) -> bool {
-        self.endpoint.node_name.as_deref() == Some(node)
+        self.endpoint.node_name() == Some(node)
     }
 
     fn is_ready(&self) -> bool {
@@ -321,18 +362,20 @@ mod tests {
 
     fn slice_endpoints(eps: &[Ep]) -> Vec<SliceEndpoint> {
         eps.iter()
-            .map(|e| SliceEndpoint {
-                addr: e.addr.parse().expect("test address"),
-                conditions: EndpointConditions {
-                    ready: e.ready,
-                    serving: e.serving,
-                    terminating: e.terminating,
-                },
-                node_name: (!e.node.is_empty()).then(|| NodeName::new(e.node)),
-                hints: TopologyHints::of(
-                    e.zones.iter().map(|z| z.to_string()).collect(),
-                    e.nodes.iter().map(|n| n.to_string()).collect(),
-                ),
+            .map(|e| {
+                SliceEndpoint::new(
+                    e.addr.parse().expect("test address"),
+                    EndpointConditions {
+                        ready: e.ready,
+                        serving: e.serving,
+                        terminating: e.terminating,
+                    },
+                    (!e.node.is_empty()).then_some(e.node),
+                    TopologyHints {
+                        zones: e.zones.iter().map(|z| z.to_string()).collect(),
+                        nodes: e.nodes.iter().map(|n| n.to_string()).collect(),
+                    },
+                )
             })
             .collect()
     }
@@ -524,15 +567,48 @@ mod tests {
 
     #[test]
     #[cfg(target_pointer_width = "64")]
-    fn slice_endpoints_stay_small_and_share_node_names() {
+    fn slice_endpoints_stay_small_and_share_where_they_run() {
         // The watcher keeps one per endpoint of the cluster (half a million at 50,000
-        // Services): a thin node name makes it 40 bytes instead of 48.
-        assert_eq!(std::mem::size_of::<SliceEndpoint>(), 40);
+        // Services): one shared pointer for node and hints makes it 32 bytes instead of 40.
+        assert_eq!(std::mem::size_of::<SliceEndpoint>(), 32);
         let first = NodeName::new("node-x");
         let again = NodeName::new(&String::from("node-x"));
         assert!(Arc::ptr_eq(&first.0, &again.0), "one copy per name");
         assert_eq!(again.as_str(), "node-x");
-        assert!(TopologyHints::of(BTreeSet::new(), BTreeSet::new()).is_none());
+
+        let addr: IpAddr = "10.0.0.1".parse().expect("address");
+        let conditions = EndpointConditions::default();
+        let zone_a = TopologyHints {
+            zones: ["zone-a".to_string()].into(),
+            nodes: BTreeSet::new(),
+        };
+        let on = |node: Option<&str>, hints: &TopologyHints| {
+            SliceEndpoint::new(addr, conditions, node, hints.clone())
+        };
+        let (one, two) = (on(Some("node-x"), &zone_a), on(Some("node-x"), &zone_a));
+        let place = |e: &SliceEndpoint| e.place.clone().expect("a place");
+        assert!(
+            Arc::ptr_eq(&place(&one), &place(&two)),
+            "one copy per node and hints"
+        );
+        let elsewhere = on(Some("node-y"), &zone_a);
+        assert!(!Arc::ptr_eq(&place(&one), &place(&elsewhere)));
+        assert_eq!(elsewhere.node_name(), Some("node-y"));
+        assert_eq!(elsewhere.zone_hints(), &zone_a.zones);
+        assert!(elsewhere.node_hints().is_empty());
+
+        let nowhere = on(None, &TopologyHints::default());
+        assert!(
+            nowhere.place.is_none(),
+            "no node and no hints take no shared copy"
+        );
+        assert_eq!(nowhere.node_name(), None);
+        assert!(nowhere.zone_hints().is_empty());
+        let hinted_only = on(None, &zone_a);
+        assert_eq!(
+            (hinted_only.node_name(), hinted_only.zone_hints()),
+            (None, &zone_a.zones)
+        );
     }
 
     #[test]

@@ -192,7 +192,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::{EndpointConditions, NodeName, Protocol, SliceEndpoint, SlicePort};
+    use crate::{EndpointConditions, Protocol, SliceEndpoint, SlicePort, TopologyHints};
 
     fn service(ports: &[(&str, Protocol, u16)], cluster_ips: &[&str]) -> ServiceSpec {
         ServiceSpec {
@@ -244,15 +244,17 @@ mod tests {
                 .collect(),
             endpoints: eps
                 .iter()
-                .map(|&(addr, ready)| SliceEndpoint {
-                    addr: addr.parse().unwrap(),
-                    conditions: EndpointConditions {
-                        ready,
-                        serving: ready,
-                        terminating: false,
-                    },
-                    node_name: Some(NodeName::new("node-b")),
-                    hints: None,
+                .map(|&(addr, ready)| {
+                    SliceEndpoint::new(
+                        addr.parse().unwrap(),
+                        EndpointConditions {
+                            ready,
+                            serving: ready,
+                            terminating: false,
+                        },
+                        Some("node-b"),
+                        TopologyHints::default(),
+                    )
                 })
                 .collect(),
         }

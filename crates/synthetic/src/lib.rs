@@ -44,9 +44,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use kproxy_model::{
-    Endpoint, EndpointConditions, IpFamily, NodeInfo, NodeName, OutsideAddresses, PortSpec,
-    Protocol, ProxyState, ServicePort, ServiceSpec, SessionAffinity, SliceEndpoint, SlicePort,
-    SliceSpec, TrafficPolicy,
+    Endpoint, EndpointConditions, IpFamily, NodeInfo, OutsideAddresses, PortSpec, Protocol,
+    ProxyState, ServicePort, ServiceSpec, SessionAffinity, SliceEndpoint, SlicePort, SliceSpec,
+    TopologyHints, TrafficPolicy,
 };
 
 /// The node the state is built for.
@@ -379,11 +379,13 @@ fn service(i: usize, endpoints: usize, alloc: &mut Allocator) -> (ServiceSpec, V
             ports: slice_ports.clone(),
             endpoints: pods
                 .iter()
-                .map(|&(pod, node)| SliceEndpoint {
-                    addr: pod_addr(family, pod),
-                    conditions: EndpointConditions::default(),
-                    node_name: Some(NodeName::new(node)),
-                    hints: None,
+                .map(|&(pod, node)| {
+                    SliceEndpoint::new(
+                        pod_addr(family, pod),
+                        EndpointConditions::default(),
+                        Some(node),
+                        TopologyHints::default(),
+                    )
                 })
                 .collect(),
         })

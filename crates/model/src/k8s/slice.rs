@@ -5,8 +5,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use super::check::Check;
 use super::{Skip, Translation, HEADLESS_LABEL, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL};
 use crate::{
-    EndpointConditions, IpFamily, NodeName, ObjectKind, SliceEndpoint, SlicePort, SliceSpec,
-    TopologyHints,
+    EndpointConditions, IpFamily, ObjectKind, SliceEndpoint, SlicePort, SliceSpec, TopologyHints,
 };
 
 /// Translates an EndpointSlice, or says why it is ignored.
@@ -73,29 +72,29 @@ pub fn endpoint_slice(slice: &EndpointSlice) -> Translation<SliceSpec> {
         let conditions = endpoint.conditions.as_ref();
         let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
         let hints = endpoint.hints.as_ref();
-        endpoints.push(SliceEndpoint {
+        endpoints.push(SliceEndpoint::new(
             addr,
-            conditions: EndpointConditions {
+            EndpointConditions {
                 ready,
                 serving: conditions.and_then(|c| c.serving).unwrap_or(ready),
                 terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
             },
-            node_name: endpoint.node_name.as_deref().map(NodeName::new),
-            hints: TopologyHints::of(
-                hints
+            endpoint.node_name.as_deref(),
+            TopologyHints {
+                zones: hints
                     .and_then(|h| h.for_zones.as_ref())
                     .into_iter()
                     .flatten()
                     .map(|z| z.name.clone())
                     .collect(),
-                hints
+                nodes: hints
                     .and_then(|h| h.for_nodes.as_ref())
                     .into_iter()
                     .flatten()
                     .map(|n| n.name.clone())
                     .collect(),
-            ),
-        });
+            },
+        ));
     }
 
     let object = check.object().clone();

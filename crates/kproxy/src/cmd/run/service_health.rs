@@ -58,7 +58,7 @@ pub fn wanted(state: &ProxyState, snapshot: &Snapshot, node_name: &str) -> Vec<S
         let ready_here = spec
             .endpoints
             .iter()
-            .filter(|e| e.node_name.as_deref() == Some(node_name) && e.conditions.ready)
+            .filter(|e| e.node_name() == Some(node_name) && e.conditions.ready)
             .map(|e| e.addr);
         local
             .entry((&spec.namespace, &spec.service))
