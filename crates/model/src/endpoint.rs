@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -61,7 +61,7 @@ pub struct TopologyHints {
 }
 
 /// Where an endpoint runs and what its hints name: the part of an endpoint that many share.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Place {
     node: Option<NodeName>,
     hints: TopologyHints,
@@ -84,7 +84,7 @@ impl SliceEndpoint {
             hints,
         };
         let place = (place.node.is_some() || place.hints != TopologyHints::default())
-            .then(|| shared_place(place));
+            .then(|| shared_place(&place));
         SliceEndpoint {
             addr,
             conditions,
@@ -108,19 +108,10 @@ impl SliceEndpoint {
     }
 }
 
-/// The shared copy of `place`.
-fn shared_place(place: Place) -> Arc<Place> {
+/// The shared copy of `place` (a new one is a clone: once per distinct node and hints).
+fn shared_place(place: &Place) -> Arc<Place> {
     static PLACES: OnceLock<Mutex<HashSet<Arc<Place>>>> = OnceLock::new();
-    let mut places = PLACES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(shared) = places.get(&place) {
-        return Arc::clone(shared);
-    }
-    let shared = Arc::new(place);
-    places.insert(Arc::clone(&shared));
-    shared
+    crate::interned::intern(&PLACES, place, |place| Arc::new(place.clone()))
 }
 
 /// A node's name as endpoints carry it. Every endpoint on a node repeats the name, so each

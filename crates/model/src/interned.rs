@@ -16,25 +16,26 @@ pub fn shared(text: &str) -> Arc<str> {
     intern(&TEXTS, text, |text| Arc::from(text))
 }
 
-/// The copy of `text` in `texts`, made with `make` and kept there if it is new: the one
-/// interner behind [`shared`] and [`crate::NodeName`].
-pub(crate) fn intern<T>(
-    texts: &OnceLock<Mutex<HashSet<T>>>,
-    text: &str,
-    make: impl FnOnce(&str) -> T,
+/// The copy of `value` in `copies`, made with `make` and kept there if it is new: the one
+/// interner behind [`shared`], [`crate::NodeName`] and the places of slice endpoints.
+pub(crate) fn intern<T, Q>(
+    copies: &OnceLock<Mutex<HashSet<T>>>,
+    value: &Q,
+    make: impl FnOnce(&Q) -> T,
 ) -> T
 where
-    T: Borrow<str> + Clone + Eq + Hash,
+    T: Borrow<Q> + Clone + Eq + Hash,
+    Q: Eq + Hash + ?Sized,
 {
-    let mut texts = texts
+    let mut copies = copies
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    if let Some(shared) = texts.get(text) {
+    if let Some(shared) = copies.get(value) {
         return shared.clone();
     }
-    let shared = make(text);
-    texts.insert(shared.clone());
+    let shared = make(value);
+    copies.insert(shared.clone());
     shared
 }
 
