@@ -43,26 +43,22 @@ const V6: u8 = 1;
 
 impl PackedKey {
     pub fn new(values: &[Value]) -> PackedKey {
-        let mut bytes = Vec::with_capacity(values.len() * 6);
-        for value in values {
-            encode(value, &mut bytes);
-        }
-        PackedKey::of_bytes(bytes)
+        PackedKey::with_prefix(&[], values)
     }
 
     /// An element of set `set`, the set's number packed in front of the values: a tuple of
     /// set and key would pad to 24 bytes, a quarter of a million of them at 50,000 Services.
     /// Not for [`values`](Self::values).
     pub fn element(set: SetName, values: &[Value]) -> PackedKey {
-        let mut bytes = Vec::with_capacity(1 + values.len() * 6);
-        bytes.push(set as u8);
+        PackedKey::with_prefix(&[set as u8], values)
+    }
+
+    fn with_prefix(prefix: &[u8], values: &[Value]) -> PackedKey {
+        let mut bytes = Vec::with_capacity(prefix.len() + values.len() * 6);
+        bytes.extend_from_slice(prefix);
         for value in values {
             encode(value, &mut bytes);
         }
-        PackedKey::of_bytes(bytes)
-    }
-
-    fn of_bytes(bytes: Vec<u8>) -> PackedKey {
         if bytes.len() <= INLINE {
             let mut inline = [0; INLINE];
             inline[..bytes.len()].copy_from_slice(&bytes);
