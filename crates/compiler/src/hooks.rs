@@ -43,8 +43,17 @@ fn jump(chain: &str) -> Rule {
     Rule::verdict(Verdict::Jump(chain.into()))
 }
 
-fn new_connections(chain: &str) -> Rule {
-    jump(chain).when([Match::eq(Expr::CtState, Value::CtNew)])
+/// The first packet of a connection: later ones follow the decision conntrack recorded for it.
+fn first_packet() -> Match {
+    Match::eq(Expr::CtState, Value::CtNew)
+}
+
+/// A jump for the first packet of a connection that no DNAT rule took. The checks it jumps to
+/// reject packets still addressed to a Service; a DNATed packet is addressed to its endpoint,
+/// so for Service traffic (which is what is DNATed) the test spares their lookups in sets as
+/// large as the cluster.
+fn new_undnatted_connections(chain: &str) -> Rule {
+    jump(chain).when([first_packet(), Match::ne(Expr::CtStatus, Value::CtDnat)])
 }
 
 /// Every chain that does not belong to one Service port, base chains first.
@@ -58,7 +67,7 @@ pub(crate) fn chains(table: &TableBuilder<'_>) -> Vec<Chain> {
             Hook::Prerouting,
             Dstnat,
             -10,
-            vec![jump("firewall-check")],
+            vec![jump("firewall-check").when([first_packet()])],
         ),
         base(
             "filter-output-pre-dnat",
@@ -66,7 +75,7 @@ pub(crate) fn chains(table: &TableBuilder<'_>) -> Vec<Chain> {
             Hook::Output,
             Dstnat,
             -10,
-            vec![jump("firewall-check")],
+            vec![jump("firewall-check").when([first_packet()])],
         ),
         base(
             "nat-prerouting",
@@ -91,8 +100,8 @@ pub(crate) fn chains(table: &TableBuilder<'_>) -> Vec<Chain> {
             Dstnat,
             10,
             vec![
-                new_connections("service-endpoints-check"),
-                new_connections("cluster-ips-check"),
+                new_undnatted_connections("service-endpoints-check"),
+                new_undnatted_connections("cluster-ips-check"),
             ],
         ),
         base(
@@ -102,8 +111,8 @@ pub(crate) fn chains(table: &TableBuilder<'_>) -> Vec<Chain> {
             FilterPriority,
             -10,
             vec![
-                new_connections("nodeport-endpoints-check"),
-                new_connections("service-endpoints-check"),
+                new_undnatted_connections("nodeport-endpoints-check"),
+                new_undnatted_connections("service-endpoints-check"),
             ],
         ),
         base(
@@ -113,8 +122,8 @@ pub(crate) fn chains(table: &TableBuilder<'_>) -> Vec<Chain> {
             FilterPriority,
             -10,
             vec![
-                new_connections("service-endpoints-check"),
-                new_connections("cluster-ips-check"),
+                new_undnatted_connections("service-endpoints-check"),
+                new_undnatted_connections("cluster-ips-check"),
             ],
         ),
         base(

@@ -379,7 +379,14 @@ fn matcher(out: &mut String, fam: Family, m: &Match) -> fmt::Result {
     match m {
         Match::Cmp { left, op, right } => {
             expr(out, fam, left)?;
-            out.push_str(if *op == CmpOp::Ne { " != " } else { " " });
+            // A conntrack flag is a bit test: `ct status dnat` is "bit set", `ct status ! dnat`
+            // "bit clear"; `ct status != dnat` would compare the whole word with the one bit.
+            let flag = matches!(right, Value::CtNew | Value::CtDnat);
+            out.push_str(match (*op == CmpOp::Ne, flag) {
+                (false, _) => " ",
+                (true, false) => " != ",
+                (true, true) => " ! ",
+            });
             value(out, right)
         }
         Match::Masked { left, mask, value } => {
@@ -548,6 +555,23 @@ mod tests {
             let mut out = String::new();
             addr_text(&mut out, addr);
             assert_eq!(out, addr.to_string());
+        }
+    }
+
+    /// nft reads `ct status != dnat` as "the status word is not exactly dnat"; the IR's `!=`
+    /// on a conntrack flag means "the bit is clear", which nft spells `ct status ! dnat`.
+    #[test]
+    fn negated_conntrack_flags_render_as_bit_tests() {
+        let cases = [
+            (Match::ne(Expr::CtStatus, Value::CtDnat), "ct status ! dnat"),
+            (Match::eq(Expr::CtStatus, Value::CtDnat), "ct status dnat"),
+            (Match::ne(Expr::CtState, Value::CtNew), "ct state ! new"),
+            (Match::ne(Expr::DestPort, Value::Port(53)), "th dport != 53"),
+        ];
+        for (m, want) in cases {
+            let mut out = String::new();
+            matcher(&mut out, Family::Ip, &m).expect("rendering a match");
+            assert_eq!(out, want);
         }
     }
 }
