@@ -3,8 +3,8 @@
 //! Services plus a probe Service, created last (sorted last, added last), whose one endpoint
 //! is the `backend` pod. From the `client` pod, TCP connects alternate between the probe's
 //! ClusterIP (DNAT through kproxy's rules) and the backend's pod IP (the floor: the same
-//! veths and forwarding, no Service lookup). One topology serves every size: the ruleset
-//! grows from one size to the next with `Syncer::sync`.
+//! veths and forwarding, no Service lookup). One topology serves every size, emptied and
+//! cold-applied with `Syncer::sync` at each.
 //!
 //! A connect is timed from `connect(2)` to its return: SYN out, SYN-ACK back, the packets
 //! that go through the NAT hooks (later packets of a connection follow conntrack).
@@ -29,6 +29,7 @@ use kproxy_model::{
 use kproxy_syncer::iptables::{IptablesSyncer, Tools, Variant};
 use kproxy_syncer::Syncer;
 use kproxy_testkit::topology::{Topology, DEFAULT_PORT};
+use kproxy_testkit::NetNs;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -157,10 +158,7 @@ pub fn measure(sizes: &[usize], connects: usize) -> anyhow::Result<Dataplane> {
         let iptables = if services <= IPTABLES_MAX && legacy_installed() {
             eprintln!("bench: dataplane, {services} Services, iptables mode (legacy)");
             let latency = in_iptables_mode(&legacy, &state, &options, || {
-                legacy
-                    .pod(CLIENT)
-                    .ns()
-                    .exec(|| repeated(cluster_ip, connects, cpus))
+                cpus.exec_as_client(legacy.pod(CLIENT).ns(), || repeated(cluster_ip, connects))
             })?;
             anyhow::ensure!(
                 latency.failures < connects,
@@ -226,15 +224,13 @@ fn interleaved(
     cpus: Cpus,
 ) -> (Latency, Latency, Latency) {
     let (client, base_client) = (node.pod(CLIENT).ns(), baseline.pod(CLIENT).ns());
-    client.exec(|| {
-        cpus.enter_client();
+    cpus.exec_as_client(client, || {
         for _ in 0..WARMUP {
             let _ = connect(cluster_ip);
             let _ = connect(pod_ip);
         }
     });
-    base_client.exec(|| {
-        cpus.enter_client();
+    cpus.exec_as_client(base_client, || {
         for _ in 0..WARMUP {
             let _ = connect(cluster_ip);
         }
@@ -244,8 +240,7 @@ fn interleaved(
     let mut done = 0;
     while done < connects {
         let chunk = CHUNK.min(connects - done);
-        let pairs = client.exec(|| {
-            cpus.enter_client();
+        let pairs = cpus.exec_as_client(client, || {
             (0..chunk)
                 .map(|_| (connect(cluster_ip), connect(pod_ip)))
                 .collect::<Vec<_>>()
@@ -254,8 +249,7 @@ fn interleaved(
             cluster.record(a);
             pod.record(b);
         }
-        let times = base_client.exec(|| {
-            cpus.enter_client();
+        let times = cpus.exec_as_client(base_client, || {
             (0..chunk)
                 .map(|_| {
                     let time = connect(cluster_ip);
@@ -273,8 +267,7 @@ fn interleaved(
 }
 
 /// `connects` connects to `to`, after a warm-up.
-fn repeated(to: SocketAddr, connects: usize, cpus: Cpus) -> Latency {
-    cpus.enter_client();
+fn repeated(to: SocketAddr, connects: usize) -> Latency {
     for _ in 0..WARMUP {
         let _ = connect(to);
     }
@@ -313,13 +306,16 @@ impl Cpus {
         let [others @ .., client] = usable.as_slice() else {
             return unpinned;
         };
+        if others.is_empty() {
+            return unpinned;
+        }
         let mut rest = CpuSet::new();
         for &cpu in others {
             if rest.set(cpu).is_err() {
                 return unpinned;
             }
         }
-        if others.is_empty() || sched_setaffinity(Pid::from_raw(0), &rest).is_err() {
+        if sched_setaffinity(Pid::from_raw(0), &rest).is_err() {
             return unpinned;
         }
         Self {
@@ -327,14 +323,18 @@ impl Cpus {
         }
     }
 
-    /// Moves the calling thread to the client's CPU (a client thread calls this first).
-    fn enter_client(self) {
-        let Some(cpu) = self.client else { return };
-        let mut set = CpuSet::new();
-        if set.set(cpu).is_ok() {
-            // Unpinned, the numbers are noisier, not wrong: no reason to fail the bench.
-            let _ = sched_setaffinity(Pid::from_raw(0), &set);
-        }
+    /// Runs `f` inside `ns` on a thread of its own, moved to the client's CPU first.
+    fn exec_as_client<T: Send>(self, ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
+        ns.exec(|| {
+            if let Some(cpu) = self.client {
+                let mut set = CpuSet::new();
+                if set.set(cpu).is_ok() {
+                    // Unpinned, the numbers are noisier, not wrong: no reason to fail the bench.
+                    let _ = sched_setaffinity(Pid::from_raw(0), &set);
+                }
+            }
+            f()
+        })
     }
 }
 

@@ -26,8 +26,9 @@ pub(crate) fn cluster_ip_rule(table: &TableBuilder<'_>) -> Option<Rule> {
     if table.cluster_cidrs.is_empty() {
         return None;
     }
-    // The source test comes first: it is one compare against a constant, and pod traffic (most
-    // of a node's connections) fails it without the lookup in a set of every ClusterIP.
+    // The source test comes first: it compares against the cluster CIDR (one constant per
+    // family), and pod traffic (most of a node's connections) fails it without the lookup in a
+    // set of every ClusterIP.
     let from_outside = source_in(&table.cluster_cidrs, true);
     Some(
         mark.when([from_outside, to_cluster_ip])
