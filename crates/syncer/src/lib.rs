@@ -8,8 +8,9 @@
 //!   is a chain flush and one rule, whatever the number of Services.
 //! * A plan is a value: tests inspect and count its operations, and its [`Display`] is the
 //!   equivalent `nft -f` script (for people; the kernel never sees text).
-//! * [`netlink`] sends a plan as one nf_tables batch (libnftnl builds the messages, one
-//!   `sendmsg` sends them; all `unsafe` code is in `netlink/ffi.rs`) and reads kproxy's
+//! * [`netlink`] sends a plan as one nf_tables batch (rules and set elements are written
+//!   directly, tables, chains and sets by libnftnl, one `sendmsg` sends them; all `unsafe`
+//!   code is in `netlink/ffi.rs`) and reads kproxy's
 //!   tables back into the IR, so a restarted kproxy adopts its rules and a full resync repairs
 //!   drift.
 //! * [`plan_change()`] does the same for a partial sync from the compiler's

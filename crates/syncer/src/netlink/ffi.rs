@@ -1,7 +1,11 @@
-//! Every `unsafe` call of kproxy: libnftnl builds the messages, the socket calls send them.
+//! Every `unsafe` call of kproxy: libnftnl's batch pages, the messages libnftnl builds, the
+//! socket calls that send them.
 //!
 //! The rest of the crate hands this module plain [`wire`](super::wire) values and gets back
-//! bytes sent and bytes received; no raw pointer leaves this file. Each libnftnl object is
+//! bytes sent and bytes received; no raw pointer leaves this file. Rules and element lists are
+//! written into the batch by the safe [`encode`](super::encode), on a slice of the page this
+//! module hands it; libnftnl builds the rest, and in tests it builds those two as well, as the
+//! reference the encoder is compared with. Each libnftnl object is
 //! created, filled and freed inside one function, so ownership is easy to check by reading:
 //! libnftnl copies every attribute it is given, `nftnl_rule_add_expr` and `nftnl_set_elem_add`
 //! take ownership of what they are given, and the `*_free` calls release the rest.
@@ -14,6 +18,7 @@ use std::ptr::NonNull;
 use kproxy_compiler::ir::{Family, TABLE_NAME};
 use nftnl_sys as sys;
 
+use super::encode::{self, meta_key, verdict_parts};
 use super::wire::{
     ChainDump, ChainSpec, CtKey, Element, ElementData, Expression, Message, MetaKey, PayloadBase,
     Register, RuleDump, SetDump, SetHandle, SetSpec, VerdictCode,
@@ -71,29 +76,12 @@ impl Batch {
     /// Appends one message for kproxy's table of `family`; returns its sequence number.
     pub fn push(&mut self, family: Family, message: &Message, ack: bool) -> u32 {
         let seq = self.take_seq();
-        let family = nfproto(family);
-        let ack = if ack { libc::NLM_F_ACK as u16 } else { 0 };
-        let create = libc::NLM_F_CREATE as u16;
-        let (kind, flags) = match message {
-            Message::NewTable => (libc::NFT_MSG_NEWTABLE, create),
-            Message::DelTable => (libc::NFT_MSG_DELTABLE, 0),
-            Message::NewOtherTable(_) => (libc::NFT_MSG_NEWTABLE, create),
-            Message::DelOtherTable(_) => (libc::NFT_MSG_DELTABLE, 0),
-            Message::NewChain(_) => (libc::NFT_MSG_NEWCHAIN, create),
-            Message::FlushChain(_) => (libc::NFT_MSG_DELRULE, 0),
-            Message::DelChain(_) => (libc::NFT_MSG_DELCHAIN, 0),
-            Message::NewSet(_) => (libc::NFT_MSG_NEWSET, create),
-            Message::DelSet(_) => (libc::NFT_MSG_DELSET, 0),
-            Message::NewElements(..) => (libc::NFT_MSG_NEWSETELEM, create),
-            Message::DelElements(..) => (libc::NFT_MSG_DELSETELEM, 0),
-            Message::NewRule { .. } => (libc::NFT_MSG_NEWRULE, create | libc::NLM_F_APPEND as u16),
-        };
-        // SAFETY: the buffer has PAGE + OVERRUN bytes free after `advance`, more than any
+        let (kind, flags) = header(message, ack);
+        // SAFETY: the buffer has at least OVERRUN bytes free after `advance`, more than any
         // message kproxy builds; the header and payload are written there and nowhere else.
         unsafe {
-            let nlh =
-                sys::nftnl_nlmsg_build_hdr(self.buffer(), kind as u16, family, flags | ack, seq);
-            build_payload(nlh, message);
+            let nlh = sys::nftnl_nlmsg_build_hdr(self.buffer(), kind, nfproto(family), flags, seq);
+            write_payload(nlh, message);
         }
         self.advance();
         seq
@@ -234,6 +222,79 @@ fn c_string(text: &str) -> CString {
 /// Writes the payload of `message` after the header `nlh`.
 ///
 /// SAFETY: `nlh` must point to a header built in a buffer with room for the payload.
+/// The nf_tables message type of `message` and its netlink flags.
+fn header(message: &Message, ack: bool) -> (u16, u16) {
+    let ack = if ack { libc::NLM_F_ACK as u16 } else { 0 };
+    let create = libc::NLM_F_CREATE as u16;
+    let (kind, flags) = match message {
+        Message::NewTable => (libc::NFT_MSG_NEWTABLE, create),
+        Message::DelTable => (libc::NFT_MSG_DELTABLE, 0),
+        Message::NewOtherTable(_) => (libc::NFT_MSG_NEWTABLE, create),
+        Message::DelOtherTable(_) => (libc::NFT_MSG_DELTABLE, 0),
+        Message::NewChain(_) => (libc::NFT_MSG_NEWCHAIN, create),
+        Message::FlushChain(_) => (libc::NFT_MSG_DELRULE, 0),
+        Message::DelChain(_) => (libc::NFT_MSG_DELCHAIN, 0),
+        Message::NewSet(_) => (libc::NFT_MSG_NEWSET, create),
+        Message::DelSet(_) => (libc::NFT_MSG_DELSET, 0),
+        Message::NewElements(..) => (libc::NFT_MSG_NEWSETELEM, create),
+        Message::DelElements(..) => (libc::NFT_MSG_DELSETELEM, 0),
+        Message::NewRule { .. } => (libc::NFT_MSG_NEWRULE, create | libc::NLM_F_APPEND as u16),
+    };
+    (kind as u16, flags | ack)
+}
+
+/// Writes `message`'s payload after its header: rules and element lists by [`encode`]
+/// (nearly every message of a large transaction), the rest by libnftnl.
+///
+/// # Safety
+///
+/// `nlh` points at a netlink header followed by at least OVERRUN writable bytes (counted
+/// from the header), which nothing else references while this runs.
+unsafe fn write_payload(nlh: *mut libc::nlmsghdr, message: &Message) {
+    let encoded = |fill: &dyn Fn(&mut encode::MessageWriter<'_>)| {
+        // SAFETY: the caller guarantees OVERRUN bytes from `nlh`, borrowed by nothing else.
+        let buf = unsafe { std::slice::from_raw_parts_mut(nlh.cast::<u8>(), OVERRUN as usize) };
+        let mut writer = encode::MessageWriter::new(buf);
+        fill(&mut writer);
+        writer.finish();
+    };
+    match message {
+        Message::NewRule {
+            chain,
+            expressions,
+            userdata,
+        } => encoded(&|w| encode::rule(w, TABLE_NAME, chain, expressions, userdata)),
+        Message::NewElements(set, elements) => {
+            encoded(&|w| encode::elements(w, TABLE_NAME, set.name(), set.id(), elements, false))
+        }
+        Message::DelElements(set, elements) => {
+            encoded(&|w| encode::elements(w, TABLE_NAME, set, None, elements, true))
+        }
+        _ => build_payload(nlh, message),
+    }
+}
+
+/// Builds `message` alone in a buffer of its own, its payload written by [`write_payload`]
+/// or, with `libnftnl`, entirely by libnftnl: the reference the encoder's test compares with.
+#[cfg(test)]
+pub(super) fn message_bytes(family: Family, message: &Message, libnftnl: bool) -> Vec<u8> {
+    let mut buffer = vec![0u32; OVERRUN as usize / 4];
+    let (kind, flags) = header(message, false);
+    // SAFETY: the 4-byte aligned buffer is OVERRUN bytes long and owned here.
+    unsafe {
+        let nlh =
+            sys::nftnl_nlmsg_build_hdr(buffer.as_mut_ptr().cast(), kind, nfproto(family), flags, 1);
+        if libnftnl {
+            build_payload(nlh, message);
+        } else {
+            write_payload(nlh, message);
+        }
+        let len = (*nlh).nlmsg_len as usize;
+        std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), len).to_vec()
+    }
+}
+
+/// Builds any message's payload with libnftnl.
 unsafe fn build_payload(nlh: *mut libc::nlmsghdr, message: &Message) {
     let nlh = nlh.cast();
     let table = c_string(TABLE_NAME);
@@ -418,16 +479,6 @@ unsafe fn new_element(element: &Element) -> *mut sys::nftnl_set_elem {
 
 unsafe fn set_elem_bytes(e: *mut sys::nftnl_set_elem, attr: u32, bytes: &[u8]) {
     sys::nftnl_set_elem_set(e, attr as u16, bytes.as_ptr().cast(), bytes.len() as u32);
-}
-
-fn verdict_parts(verdict: &VerdictCode) -> (i32, Option<&str>) {
-    match verdict {
-        VerdictCode::Accept => (libc::NF_ACCEPT, None),
-        VerdictCode::Drop => (libc::NF_DROP, None),
-        VerdictCode::Return => (libc::NFT_RETURN, None),
-        VerdictCode::Jump(chain) => (libc::NFT_JUMP, Some(chain)),
-        VerdictCode::Goto(chain) => (libc::NFT_GOTO, Some(chain)),
-    }
 }
 
 /// An expression object with its attributes set; the rule takes ownership.
@@ -659,13 +710,6 @@ unsafe fn new_expression(expression: &Expression) -> *mut sys::nftnl_expr {
             x
         }
     }
-}
-
-fn meta_key(key: MetaKey) -> u32 {
-    (match key {
-        MetaKey::L4Proto => libc::NFT_META_L4PROTO,
-        MetaKey::Mark => libc::NFT_META_MARK,
-    }) as u32
 }
 
 /// What a dump request lists.

@@ -1,7 +1,8 @@
 //! Sends a [`Plan`] to the kernel as one nf_tables transaction.
 //!
-//! A plan is lowered to kernel messages ([`lower`]), written into one libnftnl batch
-//! ([`ffi`], the only `unsafe` code) and sent with a single `sendmsg` on a fresh netlink
+//! A plan is lowered to kernel messages ([`lower`]), written into one batch of libnftnl's
+//! pages (rules and element lists by [`encode`], the few other messages by libnftnl, through
+//! [`ffi`], the only `unsafe` code) and sent with a single `sendmsg` on a fresh netlink
 //! socket. The kernel applies the batch whole or not at all. Only the last message asks for an
 //! acknowledgement, so a large transaction produces one reply, not one per message; the kernel
 //! reports every failing message regardless, and its sequence number leads back to the plan
@@ -9,6 +10,7 @@
 
 #[allow(unsafe_code)]
 mod dump;
+mod encode;
 #[allow(unsafe_code)]
 mod ffi;
 mod lower;

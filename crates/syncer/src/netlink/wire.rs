@@ -2,7 +2,7 @@
 //!
 //! The IR speaks nftables' language (`ip daddr . meta l4proto . th dport vmap @map`); the kernel
 //! speaks registers, loads and lookups. [`lower`](super::lower) translates the first into these
-//! types, and [`ffi`](super::ffi) hands them to libnftnl unchanged. Keeping this layer as data
+//! types, and [`encode`](super::encode) and [`ffi`](super::ffi) write them out unchanged. Keeping this layer as data
 //! makes the translation testable without a kernel and keeps every `unsafe` call in one place.
 
 use kproxy_compiler::ir::{DataType, Family};
