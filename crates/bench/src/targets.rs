@@ -66,7 +66,7 @@ fn cold_apply(results: &Results) -> Verdict {
     {
         Some(c) => Verdict {
             target: TARGET,
-            measured: time(c.apply),
+            measured: crate::report::apply_with_range(c),
             status: Status::of(c.apply <= 1.0),
         },
         None => Verdict::not_measured(TARGET, "10k not in --sizes"),
