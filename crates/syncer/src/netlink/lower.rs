@@ -64,10 +64,13 @@ impl SetShapes {
     }
 }
 
-/// Lowers a plan to messages, in order. Anonymous sets get batch-local ids from 1.
-pub fn plan(plan: &Plan, shapes: &SetShapes) -> Vec<Addressed> {
+/// Lowers a plan to messages, in order, handing each to `sink` as soon as it exists, so a large
+/// transaction is never held twice (as messages and as the batch they are written into: at
+/// 50,000 Services the messages alone were hundreds of megabytes). Anonymous sets get
+/// batch-local ids from 1.
+pub fn each(plan: &Plan, shapes: &SetShapes, sink: impl FnMut(Addressed)) {
     let mut out = Lowering {
-        messages: Vec::with_capacity(plan.operations.len() * 2),
+        sink,
         next_set_id: 1,
         origin: 0,
         family: Family::Ip,
@@ -76,19 +79,18 @@ pub fn plan(plan: &Plan, shapes: &SetShapes) -> Vec<Addressed> {
         out.origin = origin;
         out.operation(operation, shapes);
     }
-    out.messages
 }
 
-struct Lowering {
-    messages: Vec<Addressed>,
+struct Lowering<F> {
+    sink: F,
     next_set_id: u32,
     origin: usize,
     family: Family,
 }
 
-impl Lowering {
+impl<F: FnMut(Addressed)> Lowering<F> {
     fn push(&mut self, message: Message) {
-        self.messages.push(Addressed {
+        (self.sink)(Addressed {
             family: self.family,
             message,
             origin: self.origin,

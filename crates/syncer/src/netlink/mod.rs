@@ -25,6 +25,7 @@ pub use lower::SetShapes;
 
 use crate::nlmsg;
 use crate::plan::Plan;
+use wire::Addressed;
 
 /// How long to wait for the kernel's answer. Large transactions take the kernel well under a
 /// second per 100k objects on a small machine; this only guards against a lost reply.
@@ -115,8 +116,7 @@ impl Channel {
 }
 
 fn transact(socket: &mnl::Socket, plan: &Plan, shapes: &SetShapes) -> Result<Applied, ApplyError> {
-    let messages = lower::plan(plan, shapes);
-    if messages.is_empty() {
+    if plan.operations.is_empty() {
         return Ok(Applied {
             messages: 0,
             bytes: 0,
@@ -124,13 +124,24 @@ fn transact(socket: &mnl::Socket, plan: &Plan, shapes: &SetShapes) -> Result<App
     }
     let first_seq = 1;
     let mut batch = ffi::Batch::new(first_seq);
-    let mut origins = Vec::with_capacity(messages.len());
-    let mut last_seq = first_seq;
-    for (i, message) in messages.iter().enumerate() {
-        let last = i + 1 == messages.len();
-        last_seq = batch.push(message.family, &message.message, last);
-        origins.push(message.origin);
-    }
+    let mut origins = Vec::new();
+    // Each message is written into the batch as soon as it is lowered, one behind: only the
+    // last one asks for an acknowledgement, and it is known to be last only at the end.
+    let mut pending: Option<Addressed> = None;
+    lower::each(plan, shapes, |message| {
+        if let Some(previous) = pending.replace(message) {
+            batch.push(previous.family, &previous.message, false);
+            origins.push(previous.origin);
+        }
+    });
+    let Some(last) = pending else {
+        return Ok(Applied {
+            messages: 0,
+            bytes: 0,
+        });
+    };
+    let last_seq = batch.push(last.family, &last.message, true);
+    origins.push(last.origin);
     let batch = batch.finish();
 
     let bytes = batch.send(socket).map_err(|source| ApplyError::Send {
@@ -146,7 +157,7 @@ fn transact(socket: &mnl::Socket, plan: &Plan, shapes: &SetShapes) -> Result<App
     };
     match read_answer(socket, last_seq)? {
         None => Ok(Applied {
-            messages: messages.len(),
+            messages: origins.len(),
             bytes,
         }),
         Some((seq, errno)) => {
