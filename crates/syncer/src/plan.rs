@@ -522,11 +522,15 @@ fn diff_chain(
         }
     };
     let declare = |steps: &mut Steps| {
+        // Field by field, like the empty table in `plan`: `..chain.clone()` would copy the
+        // chain's rules only to drop them.
         steps.chain_adds.push(Operation::Add(
             family,
             Object::Chain(Chain {
-                rules: vec![],
-                ..chain.clone()
+                name: chain.name.clone(),
+                hook: chain.hook,
+                comment: chain.comment.clone(),
+                rules: Vec::new(),
             }),
         ));
     };
