@@ -219,9 +219,6 @@ fn c_string(text: &str) -> CString {
     CString::new(text.replace('\0', "?")).expect("NULs were replaced")
 }
 
-/// Writes the payload of `message` after the header `nlh`.
-///
-/// SAFETY: `nlh` must point to a header built in a buffer with room for the payload.
 /// The nf_tables message type of `message` and its netlink flags.
 fn header(message: &Message, ack: bool) -> (u16, u16) {
     let ack = if ack { libc::NLM_F_ACK as u16 } else { 0 };
@@ -294,7 +291,9 @@ pub(super) fn message_bytes(family: Family, message: &Message, libnftnl: bool) -
     }
 }
 
-/// Builds any message's payload with libnftnl.
+/// Writes the payload of any `message` after the header `nlh`, with libnftnl.
+///
+/// SAFETY: `nlh` must point to a header built in a buffer with room for the payload.
 unsafe fn build_payload(nlh: *mut libc::nlmsghdr, message: &Message) {
     let nlh = nlh.cast();
     let table = c_string(TABLE_NAME);
