@@ -227,12 +227,8 @@ fn attributes(w: &mut MessageWriter<'_>, expression: &Expression) {
             len,
             dreg,
         } => {
-            let base = match base {
-                PayloadBase::Network => libc::NFT_PAYLOAD_NETWORK_HEADER,
-                PayloadBase::Transport => libc::NFT_PAYLOAD_TRANSPORT_HEADER,
-            };
             w.put_register(1, *dreg); // NFTA_PAYLOAD_DREG
-            w.put_u32(2, base as u32); // NFTA_PAYLOAD_BASE
+            w.put_u32(2, payload_base(*base)); // NFTA_PAYLOAD_BASE
             w.put_u32(3, *offset); // NFTA_PAYLOAD_OFFSET
             w.put_u32(4, *len); // NFTA_PAYLOAD_LEN
         }
@@ -245,11 +241,7 @@ fn attributes(w: &mut MessageWriter<'_>, expression: &Expression) {
             w.put_register(3, *sreg); // NFTA_META_SREG
         }
         Expression::Ct { key, dreg } => {
-            let key = match key {
-                CtKey::State => libc::NFT_CT_STATE,
-                CtKey::Status => libc::NFT_CT_STATUS,
-            };
-            w.put_u32(2, key as u32); // NFTA_CT_KEY
+            w.put_u32(2, ct_key(*key)); // NFTA_CT_KEY
             w.put_register(1, *dreg); // NFTA_CT_DREG
         }
         Expression::FibAddrType { source, dreg } => {
@@ -345,12 +337,8 @@ fn attributes(w: &mut MessageWriter<'_>, expression: &Expression) {
             port,
             proto_specified,
         } => {
-            let family = match family {
-                Family::Ip => libc::NFPROTO_IPV4,
-                Family::Ip6 => libc::NFPROTO_IPV6,
-            };
             w.put_u32(1, libc::NFT_NAT_DNAT as u32); // NFTA_NAT_TYPE
-            w.put_u32(2, family as u32); // NFTA_NAT_FAMILY
+            w.put_u32(2, nat_family(*family)); // NFTA_NAT_FAMILY
             w.put_register(3, *addr); // NFTA_NAT_REG_ADDR_MIN
             w.put_register(5, *port); // NFTA_NAT_REG_PROTO_MIN
             if *proto_specified {
@@ -382,6 +370,28 @@ pub(super) fn verdict_parts(verdict: &VerdictCode) -> (i32, Option<&str>) {
         VerdictCode::Jump(chain) => (libc::NFT_JUMP, Some(chain)),
         VerdictCode::Goto(chain) => (libc::NFT_GOTO, Some(chain)),
     }
+}
+
+pub(super) fn payload_base(base: PayloadBase) -> u32 {
+    (match base {
+        PayloadBase::Network => libc::NFT_PAYLOAD_NETWORK_HEADER,
+        PayloadBase::Transport => libc::NFT_PAYLOAD_TRANSPORT_HEADER,
+    }) as u32
+}
+
+pub(super) fn ct_key(key: CtKey) -> u32 {
+    (match key {
+        CtKey::State => libc::NFT_CT_STATE,
+        CtKey::Status => libc::NFT_CT_STATUS,
+    }) as u32
+}
+
+/// The address family a NAT expression rewrites.
+pub(super) fn nat_family(family: Family) -> u32 {
+    (match family {
+        Family::Ip => libc::NFPROTO_IPV4,
+        Family::Ip6 => libc::NFPROTO_IPV6,
+    }) as u32
 }
 
 pub(super) fn meta_key(key: MetaKey) -> u32 {

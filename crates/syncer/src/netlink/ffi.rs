@@ -18,7 +18,7 @@ use std::ptr::NonNull;
 use kproxy_compiler::ir::{Family, TABLE_NAME};
 use nftnl_sys as sys;
 
-use super::encode::{self, meta_key, verdict_parts};
+use super::encode::{self, ct_key, meta_key, nat_family, payload_base, verdict_parts};
 use super::wire::{
     ChainDump, ChainSpec, CtKey, Element, ElementData, Expression, Message, MetaKey, PayloadBase,
     Register, RuleDump, SetDump, SetHandle, SetSpec, VerdictCode,
@@ -507,12 +507,8 @@ unsafe fn new_expression(expression: &Expression) -> *mut sys::nftnl_expr {
             dreg,
         } => {
             let x = e("payload");
-            let base = match base {
-                PayloadBase::Network => libc::NFT_PAYLOAD_NETWORK_HEADER,
-                PayloadBase::Transport => libc::NFT_PAYLOAD_TRANSPORT_HEADER,
-            };
             u32_attr(x, sys::NFTNL_EXPR_PAYLOAD_DREG, dreg.0);
-            u32_attr(x, sys::NFTNL_EXPR_PAYLOAD_BASE, base as u32);
+            u32_attr(x, sys::NFTNL_EXPR_PAYLOAD_BASE, payload_base(*base));
             u32_attr(x, sys::NFTNL_EXPR_PAYLOAD_OFFSET, *offset);
             u32_attr(x, sys::NFTNL_EXPR_PAYLOAD_LEN, *len);
             x
@@ -531,11 +527,7 @@ unsafe fn new_expression(expression: &Expression) -> *mut sys::nftnl_expr {
         }
         Expression::Ct { key, dreg } => {
             let x = e("ct");
-            let key = match key {
-                CtKey::State => libc::NFT_CT_STATE,
-                CtKey::Status => libc::NFT_CT_STATUS,
-            };
-            u32_attr(x, sys::NFTNL_EXPR_CT_KEY, key as u32);
+            u32_attr(x, sys::NFTNL_EXPR_CT_KEY, ct_key(*key));
             u32_attr(x, sys::NFTNL_EXPR_CT_DREG, dreg.0);
             x
         }
@@ -666,12 +658,8 @@ unsafe fn new_expression(expression: &Expression) -> *mut sys::nftnl_expr {
             proto_specified,
         } => {
             let x = e("nat");
-            let family = match family {
-                Family::Ip => libc::NFPROTO_IPV4,
-                Family::Ip6 => libc::NFPROTO_IPV6,
-            };
             u32_attr(x, sys::NFTNL_EXPR_NAT_TYPE, libc::NFT_NAT_DNAT as u32);
-            u32_attr(x, sys::NFTNL_EXPR_NAT_FAMILY, family as u32);
+            u32_attr(x, sys::NFTNL_EXPR_NAT_FAMILY, nat_family(*family));
             u32_attr(x, sys::NFTNL_EXPR_NAT_REG_ADDR_MIN, addr.0);
             u32_attr(x, sys::NFTNL_EXPR_NAT_REG_PROTO_MIN, port.0);
             if *proto_specified {
