@@ -33,6 +33,10 @@ pub struct Cold {
     pub apply: f64,
     /// Batch sent → kernel's answer.
     pub transaction: f64,
+    /// Lowering the plan and writing the batch (`SyncReport::encode`; in `transaction` before
+    /// 2026-12-04, absent from those results).
+    #[serde(default)]
+    pub encode: f64,
     pub messages: usize,
     pub bytes: usize,
     /// What the kernel holds afterwards (read back over netlink).
@@ -71,6 +75,7 @@ pub fn measure(services: usize, endpoints: usize) -> anyhow::Result<Cold> {
         compile: compile_time.as_secs_f64(),
         apply: apply.as_secs_f64(),
         transaction: report.transaction.as_secs_f64(),
+        encode: report.encode.as_secs_f64(),
         messages: report.applied.messages,
         bytes: report.applied.bytes,
         kernel,

@@ -109,17 +109,19 @@ fn cold(md: &mut String, results: &Results) {
          the renderer's text of the same ruleset in another empty namespace; the objects are \
          read back from the kernel afterwards. Up to 10,000 Services the apply runs three \
          times, each in a fresh child and namespace: the row is the median run, with the range \
-         of all three.\n\n\
-         | Services × endpoints | cold apply (netlink) | of which transaction | `nft -f`, same ruleset | messages | batch | chains | rules | sets and maps | elements |\n\
-         |---|---|---|---|---|---|---|---|---|---|"
+         of all three. *Kernel*: batch sent → the kernel's answer; *lowering + batch*: the \
+         plan's operations turned into messages and written into the batch.\n\n\
+         | Services × endpoints | cold apply (netlink) | of which kernel | of which lowering + batch | `nft -f`, same ruleset | messages | batch | chains | rules | sets and maps | elements |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
     );
     for c in &results.cold {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {:.1} MB | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} MB | {} | {} | {} | {} |",
             shape(c.services, c.endpoints),
             apply_with_range(c),
             time(c.transaction),
+            time(c.encode),
             c.nft.map_or_else(|| "—".to_string(), time),
             count(c.messages),
             c.bytes as f64 / 1e6,
@@ -215,13 +217,14 @@ fn cold_start(md: &mut String, results: &Results) {
     let _ = writeln!(
         md,
         "## Cold start {}\n\n\
-         | compile | cold apply (netlink) | of which transaction | messages | chains | rules | sets and maps | elements | kernel log during the run |\n\
-         |---|---|---|---|---|---|---|---|---|\n\
-         | {} | {} | {} | {} | {} | {} | {} | {} | {log} |\n",
+         | compile | cold apply (netlink) | of which kernel | of which lowering + batch | messages | chains | rules | sets and maps | elements | kernel log during the run |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} | {} | {} | {} | {} | {log} |\n",
         shape(c.services, c.endpoints),
         time(c.compile),
         time(c.apply),
         time(c.transaction),
+        time(c.encode),
         count(c.messages),
         count(c.kernel.chains),
         count(c.kernel.rules),

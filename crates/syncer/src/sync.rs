@@ -44,6 +44,9 @@ pub struct SyncReport {
     /// Time spent diffing the mirror against the desired ruleset (or the two sides of a
     /// partial change).
     pub plan: Duration,
+    /// Lowering the plan to messages and writing them into the batch (kproxy's part of the
+    /// transaction; until 2026-12-04 it was counted in `transaction`).
+    pub encode: Duration,
     /// Time from sending the batch to the kernel's answer: what the kernel spends.
     pub transaction: Duration,
 }
@@ -153,7 +156,7 @@ impl Syncer {
         let plan = self.plan(&desired);
         let shapes = SetShapes::of(self.mirror.iter().chain([&desired]));
         let plan_time = start.elapsed();
-        let (applied, transaction) = self.apply(&plan, &shapes)?;
+        let applied = self.apply(&plan, &shapes)?;
         if let Some(old) = self.mirror.replace(desired) {
             free_later(old);
         }
@@ -164,7 +167,8 @@ impl Syncer {
             full,
             read_back,
             plan: plan_time,
-            transaction,
+            encode: applied.encode,
+            transaction: applied.kernel,
         })
     }
 
@@ -184,7 +188,7 @@ impl Syncer {
         let plan = plan_change(change, &self.stale);
         let shapes = SetShapes::of([&change.before, &change.after]);
         let plan_time = start.elapsed();
-        let (applied, transaction) = self.apply(&plan, &shapes)?;
+        let applied = self.apply(&plan, &shapes)?;
         if let Some(old) = self.mirror.take() {
             free_later(old);
         }
@@ -194,14 +198,14 @@ impl Syncer {
             full: false,
             read_back: Duration::ZERO,
             plan: plan_time,
-            transaction,
+            encode: applied.encode,
+            transaction: applied.kernel,
         })
     }
 
     /// Sends `plan` as one transaction. On success the kernel holds what the plan leads to;
     /// on failure it is unchanged but treated as unknown (the next sync reads it back).
-    fn apply(&mut self, plan: &Plan, shapes: &SetShapes) -> Result<(Applied, Duration), SyncError> {
-        let start = Instant::now();
+    fn apply(&mut self, plan: &Plan, shapes: &SetShapes) -> Result<Applied, SyncError> {
         let channel = match self.channel.take() {
             Some(channel) => channel,
             None => match netlink::Channel::open() {
@@ -213,7 +217,6 @@ impl Syncer {
             },
         };
         let result = channel.apply(plan, shapes);
-        let transaction = start.elapsed();
         match result {
             Ok(applied) => {
                 self.channel = Some(channel);
@@ -225,7 +228,7 @@ impl Syncer {
                 );
                 self.stale = plan.stale_chains.clone();
                 self.in_step = true;
-                Ok((applied, transaction))
+                Ok(applied)
             }
             Err(error) => {
                 self.resync();

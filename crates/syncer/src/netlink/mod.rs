@@ -31,13 +31,17 @@ use wire::Addressed;
 /// second per 100k objects on a small machine; this only guards against a lost reply.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What a successful transaction sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a successful transaction sent, and where its time went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applied {
     /// Netlink messages in the batch, excluding BEGIN and END.
     pub messages: usize,
     /// Bytes sent.
     pub bytes: usize,
+    /// Lowering the plan and writing the batch: kproxy's own part.
+    pub encode: Duration,
+    /// From sending the batch to the kernel's answer: the kernel's part.
+    pub kernel: Duration,
 }
 
 /// Why a transaction was not applied. In every case the kernel's ruleset is unchanged: the
@@ -117,11 +121,9 @@ impl Channel {
 
 fn transact(socket: &mnl::Socket, plan: &Plan, shapes: &SetShapes) -> Result<Applied, ApplyError> {
     if plan.operations.is_empty() {
-        return Ok(Applied {
-            messages: 0,
-            bytes: 0,
-        });
+        return Ok(Applied::default());
     }
+    let start = Instant::now();
     let first_seq = 1;
     let mut batch = ffi::Batch::new(first_seq);
     let mut origins = Vec::new();
@@ -135,15 +137,14 @@ fn transact(socket: &mnl::Socket, plan: &Plan, shapes: &SetShapes) -> Result<App
         }
     });
     let Some(last) = pending else {
-        return Ok(Applied {
-            messages: 0,
-            bytes: 0,
-        });
+        return Ok(Applied::default());
     };
     let last_seq = batch.push(last.family, &last.message, true);
     origins.push(last.origin);
     let batch = batch.finish();
+    let encode = start.elapsed();
 
+    let sent = Instant::now();
     let bytes = batch.send(socket).map_err(|source| ApplyError::Send {
         bytes: batch.len(),
         source,
@@ -159,6 +160,8 @@ fn transact(socket: &mnl::Socket, plan: &Plan, shapes: &SetShapes) -> Result<App
         None => Ok(Applied {
             messages: origins.len(),
             bytes,
+            encode,
+            kernel: sent.elapsed(),
         }),
         Some((seq, errno)) => {
             let source = io::Error::from_raw_os_error(errno);
