@@ -18,7 +18,9 @@ use std::ptr::NonNull;
 use kproxy_compiler::ir::{Family, TABLE_NAME};
 use nftnl_sys as sys;
 
-use super::encode::{self, ct_key, meta_key, nat_family, payload_base, verdict_parts};
+use super::encode;
+#[cfg(test)]
+use super::encode::{ct_key, meta_key, nat_family, payload_base, verdict_parts};
 use super::wire::{
     ChainDump, ChainSpec, CtKey, Element, ElementData, Expression, Message, MetaKey, PayloadBase,
     Register, RuleDump, SetDump, SetHandle, SetSpec, VerdictCode,
@@ -267,7 +269,16 @@ unsafe fn write_payload(nlh: *mut libc::nlmsghdr, message: &Message) {
         Message::DelElements(set, elements) => {
             encoded(&|w| encode::elements(w, TABLE_NAME, set, None, elements, true))
         }
-        _ => build_payload(nlh, message),
+        // The few other messages of a transaction: libnftnl builds them.
+        Message::NewTable | Message::DelTable => build_table(nlh, &c_string(TABLE_NAME)),
+        Message::NewOtherTable(name) | Message::DelOtherTable(name) => {
+            build_table(nlh, &c_string(name))
+        }
+        Message::NewChain(spec) => build_chain(nlh, &c_string(TABLE_NAME), spec),
+        Message::DelChain(name) => build_del_chain(nlh, &c_string(TABLE_NAME), name),
+        Message::FlushChain(chain) => build_flush_chain(nlh, &c_string(TABLE_NAME), chain),
+        Message::NewSet(spec) => build_new_set(nlh, &c_string(TABLE_NAME), spec),
+        Message::DelSet(name) => build_del_set(nlh, &c_string(TABLE_NAME), name),
     }
 }
 
@@ -282,7 +293,7 @@ pub(super) fn message_bytes(family: Family, message: &Message, libnftnl: bool) -
         let nlh =
             sys::nftnl_nlmsg_build_hdr(buffer.as_mut_ptr().cast(), kind, nfproto(family), flags, 1);
         if libnftnl {
-            build_payload(nlh, message);
+            reference_payload(nlh, message);
         } else {
             write_payload(nlh, message);
         }
@@ -291,45 +302,50 @@ pub(super) fn message_bytes(family: Family, message: &Message, libnftnl: bool) -
     }
 }
 
-/// Writes the payload of any `message` after the header `nlh`, with libnftnl.
+/// The payload of `NFT_MSG_DELCHAIN` for `name`, built by libnftnl.
 ///
-/// SAFETY: `nlh` must point to a header built in a buffer with room for the payload.
-unsafe fn build_payload(nlh: *mut libc::nlmsghdr, message: &Message) {
-    let nlh = nlh.cast();
+/// SAFETY (for this and the builders below): `nlh` points to a header built in a buffer with
+/// room for the payload.
+unsafe fn build_del_chain(nlh: *mut libc::nlmsghdr, table: &CString, name: &str) {
+    let c = sys::nftnl_chain_alloc();
+    let name = c_string(name);
+    sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
+    sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_NAME as u16, name.as_ptr());
+    sys::nftnl_chain_nlmsg_build_payload(nlh, c);
+    sys::nftnl_chain_free(c);
+}
+
+/// A rule deletion naming only the chain: every rule of `chain` goes.
+unsafe fn build_flush_chain(nlh: *mut libc::nlmsghdr, table: &CString, chain: &str) {
+    let r = sys::nftnl_rule_alloc();
+    let chain = c_string(chain);
+    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
+    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
+    sys::nftnl_rule_nlmsg_build_payload(nlh, r);
+    sys::nftnl_rule_free(r);
+}
+
+unsafe fn build_new_set(nlh: *mut libc::nlmsghdr, table: &CString, spec: &SetSpec) {
+    let s = new_set(table, &spec.handle);
+    fill_set(s, spec);
+    sys::nftnl_set_nlmsg_build_payload(nlh, s);
+    sys::nftnl_set_free(s);
+}
+
+unsafe fn build_del_set(nlh: *mut libc::nlmsghdr, table: &CString, name: &str) {
+    let s = new_set(table, &SetHandle::Named(name.to_string()));
+    sys::nftnl_set_nlmsg_build_payload(nlh, s);
+    sys::nftnl_set_free(s);
+}
+
+/// libnftnl's payload for any message, rules and element lists included: what [`encode`] is
+/// tested against. Only tests build rules and elements this way.
+///
+/// SAFETY: as [`write_payload`].
+#[cfg(test)]
+unsafe fn reference_payload(nlh: *mut libc::nlmsghdr, message: &Message) {
     let table = c_string(TABLE_NAME);
     match message {
-        Message::NewTable | Message::DelTable => build_table(nlh, &table),
-        Message::NewOtherTable(name) | Message::DelOtherTable(name) => {
-            build_table(nlh, &c_string(name))
-        }
-        Message::NewChain(spec) => build_chain(nlh, &table, spec),
-        Message::DelChain(name) => {
-            let c = sys::nftnl_chain_alloc();
-            let name = c_string(name);
-            sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
-            sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_NAME as u16, name.as_ptr());
-            sys::nftnl_chain_nlmsg_build_payload(nlh, c);
-            sys::nftnl_chain_free(c);
-        }
-        Message::FlushChain(chain) => {
-            let r = sys::nftnl_rule_alloc();
-            let chain = c_string(chain);
-            sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
-            sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
-            sys::nftnl_rule_nlmsg_build_payload(nlh, r);
-            sys::nftnl_rule_free(r);
-        }
-        Message::NewSet(spec) => {
-            let s = new_set(&table, &spec.handle);
-            fill_set(s, spec);
-            sys::nftnl_set_nlmsg_build_payload(nlh, s);
-            sys::nftnl_set_free(s);
-        }
-        Message::DelSet(name) => {
-            let s = new_set(&table, &SetHandle::Named(name.clone()));
-            sys::nftnl_set_nlmsg_build_payload(nlh, s);
-            sys::nftnl_set_free(s);
-        }
         Message::NewElements(handle, elements) => {
             let s = new_set(&table, handle);
             for element in elements {
@@ -373,6 +389,7 @@ unsafe fn build_payload(nlh: *mut libc::nlmsghdr, message: &Message) {
             sys::nftnl_rule_nlmsg_build_payload(nlh, r);
             sys::nftnl_rule_free(r);
         }
+        _ => write_payload(nlh, message),
     }
 }
 
@@ -448,6 +465,7 @@ unsafe fn fill_set(s: *mut sys::nftnl_set, spec: &SetSpec) {
     }
 }
 
+#[cfg(test)]
 unsafe fn new_element(element: &Element) -> *mut sys::nftnl_set_elem {
     let e = sys::nftnl_set_elem_alloc();
     set_elem_bytes(e, sys::NFTNL_SET_ELEM_KEY, &element.key);
@@ -476,10 +494,12 @@ unsafe fn new_element(element: &Element) -> *mut sys::nftnl_set_elem {
     e
 }
 
+#[cfg(test)]
 unsafe fn set_elem_bytes(e: *mut sys::nftnl_set_elem, attr: u32, bytes: &[u8]) {
     sys::nftnl_set_elem_set(e, attr as u16, bytes.as_ptr().cast(), bytes.len() as u32);
 }
 
+#[cfg(test)]
 /// An expression object with its attributes set; the rule takes ownership.
 unsafe fn new_expression(expression: &Expression) -> *mut sys::nftnl_expr {
     let e = |name: &str| {
@@ -746,7 +766,7 @@ unsafe fn build_get_table(
     table: &CString,
 ) -> u32 {
     let nlh = sys::nftnl_nlmsg_build_hdr(base, libc::NFT_MSG_GETTABLE as u16, family, flags, seq);
-    build_table(nlh.cast(), table);
+    build_table(nlh, table);
     (*nlh).nlmsg_len
 }
 
