@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use kproxy_compiler::ir::{Family, Ruleset, Table};
 use kproxy_compiler::RulesetChange;
 
-use crate::netlink::{self, Applied, ApplyError, SetShapes};
+use crate::netlink::{self, Applied, ApplyError, SetShapes, Spent};
 use crate::plan::{plan, plan_change, Operation, Plan};
 
 /// Keeps kproxy's tables equal to the desired ruleset, one transaction per sync.
@@ -156,7 +156,7 @@ impl Syncer {
         let plan = self.plan(&desired);
         let shapes = SetShapes::of(self.mirror.iter().chain([&desired]));
         let plan_time = start.elapsed();
-        let applied = self.apply(&plan, &shapes)?;
+        let (applied, spent) = self.apply(&plan, &shapes)?;
         if let Some(old) = self.mirror.replace(desired) {
             free_later(old);
         }
@@ -167,8 +167,8 @@ impl Syncer {
             full,
             read_back,
             plan: plan_time,
-            encode: applied.encode,
-            transaction: applied.kernel,
+            encode: spent.encode,
+            transaction: spent.kernel,
         })
     }
 
@@ -188,7 +188,7 @@ impl Syncer {
         let plan = plan_change(change, &self.stale);
         let shapes = SetShapes::of([&change.before, &change.after]);
         let plan_time = start.elapsed();
-        let applied = self.apply(&plan, &shapes)?;
+        let (applied, spent) = self.apply(&plan, &shapes)?;
         if let Some(old) = self.mirror.take() {
             free_later(old);
         }
@@ -198,14 +198,14 @@ impl Syncer {
             full: false,
             read_back: Duration::ZERO,
             plan: plan_time,
-            encode: applied.encode,
-            transaction: applied.kernel,
+            encode: spent.encode,
+            transaction: spent.kernel,
         })
     }
 
     /// Sends `plan` as one transaction. On success the kernel holds what the plan leads to;
     /// on failure it is unchanged but treated as unknown (the next sync reads it back).
-    fn apply(&mut self, plan: &Plan, shapes: &SetShapes) -> Result<Applied, SyncError> {
+    fn apply(&mut self, plan: &Plan, shapes: &SetShapes) -> Result<(Applied, Spent), SyncError> {
         let channel = match self.channel.take() {
             Some(channel) => channel,
             None => match netlink::Channel::open() {
@@ -218,7 +218,7 @@ impl Syncer {
         };
         let result = channel.apply(plan, shapes);
         match result {
-            Ok(applied) => {
+            Ok((applied, spent)) => {
                 self.channel = Some(channel);
                 tracing::info!(
                     operations = plan.operations.len(),
@@ -228,7 +228,7 @@ impl Syncer {
                 );
                 self.stale = plan.stale_chains.clone();
                 self.in_step = true;
-                Ok(applied)
+                Ok((applied, spent))
             }
             Err(error) => {
                 self.resync();

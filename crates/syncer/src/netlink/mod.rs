@@ -31,13 +31,18 @@ use wire::Addressed;
 /// second per 100k objects on a small machine; this only guards against a lost reply.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What a successful transaction sent, and where its time went.
+/// What a successful transaction sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applied {
     /// Netlink messages in the batch, excluding BEGIN and END.
     pub messages: usize,
     /// Bytes sent.
     pub bytes: usize,
+}
+
+/// Where a successful transaction's time went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Spent {
     /// Lowering the plan and writing the batch: kproxy's own part.
     pub encode: Duration,
     /// From sending the batch to the kernel's answer: the kernel's part.
@@ -79,7 +84,7 @@ pub enum ApplyError {
 
 /// Applies `plan` in one transaction on a socket of its own. `shapes` describes the sets the
 /// plan touches (see [`SetShapes::of`]).
-pub fn apply(plan: &Plan, shapes: &SetShapes) -> Result<Applied, ApplyError> {
+pub fn apply(plan: &Plan, shapes: &SetShapes) -> Result<(Applied, Spent), ApplyError> {
     Channel::open()?.apply(plan, shapes)
 }
 
@@ -114,14 +119,18 @@ impl Channel {
     }
 
     /// Applies `plan` in one transaction (see [`apply`]).
-    pub fn apply(&self, plan: &Plan, shapes: &SetShapes) -> Result<Applied, ApplyError> {
+    pub fn apply(&self, plan: &Plan, shapes: &SetShapes) -> Result<(Applied, Spent), ApplyError> {
         transact(&self.socket.0, plan, shapes)
     }
 }
 
-fn transact(socket: &mnl::Socket, plan: &Plan, shapes: &SetShapes) -> Result<Applied, ApplyError> {
+fn transact(
+    socket: &mnl::Socket,
+    plan: &Plan,
+    shapes: &SetShapes,
+) -> Result<(Applied, Spent), ApplyError> {
     if plan.operations.is_empty() {
-        return Ok(Applied::default());
+        return Ok(Default::default());
     }
     let start = Instant::now();
     let first_seq = 1;
@@ -137,7 +146,7 @@ fn transact(socket: &mnl::Socket, plan: &Plan, shapes: &SetShapes) -> Result<App
         }
     });
     let Some(last) = pending else {
-        return Ok(Applied::default());
+        return Ok(Default::default());
     };
     let last_seq = batch.push(last.family, &last.message, true);
     origins.push(last.origin);
@@ -157,12 +166,16 @@ fn transact(socket: &mnl::Socket, plan: &Plan, shapes: &SetShapes) -> Result<App
         Some(shorten(&operation.to_string()))
     };
     match read_answer(socket, last_seq)? {
-        None => Ok(Applied {
-            messages: origins.len(),
-            bytes,
-            encode,
-            kernel: sent.elapsed(),
-        }),
+        None => Ok((
+            Applied {
+                messages: origins.len(),
+                bytes,
+            },
+            Spent {
+                encode,
+                kernel: sent.elapsed(),
+            },
+        )),
         Some((seq, errno)) => {
             let source = io::Error::from_raw_os_error(errno);
             Err(match describe(seq) {
