@@ -45,7 +45,8 @@ pub fn measure(services: usize, endpoints: usize) -> Compiled {
     let plan_time = start.elapsed();
     let peak_rss_mb = proc_status_mb("VmHWM");
     let operations = plan.operations.len();
-    drop((plan, ruleset));
+    drop(plan);
+    drop(ruleset);
 
     let start = Instant::now();
     let incremental = Incremental::new(&state, &options);

@@ -128,7 +128,7 @@ impl Syncer {
     }
 
     /// The plan the next [`sync`](Self::sync) would send, when the mirror is known.
-    pub fn plan(&self, desired: &Ruleset) -> Plan {
+    pub fn plan<'a>(&self, desired: &'a Ruleset) -> Plan<'a> {
         let mut plan = plan(self.mirror.as_ref(), desired, &self.stale);
         if !self.unreadable.is_empty() {
             // Replace unreadable tables whole, atomically: delete and re-create in one batch.
@@ -157,12 +157,15 @@ impl Syncer {
         let shapes = SetShapes::of(self.mirror.iter().chain([&desired]));
         let plan_time = start.elapsed();
         let (applied, spent) = self.apply(&plan, &shapes)?;
+        let operations = plan.operations.len();
+        // The plan borrows from `desired`, which becomes the mirror.
+        drop(plan);
         if let Some(old) = self.mirror.replace(desired) {
             free_later(old);
         }
         self.unreadable.clear();
         Ok(SyncReport {
-            operations: plan.operations.len(),
+            operations,
             applied,
             full,
             read_back,
@@ -289,7 +292,9 @@ pub fn cleanup() -> Result<(), SyncError> {
 }
 
 /// Sends `operations` of both families as one transaction.
-fn in_both_families(operations: impl Fn(Family) -> Vec<Operation>) -> Result<(), SyncError> {
+fn in_both_families(
+    operations: impl Fn(Family) -> Vec<Operation<'static>>,
+) -> Result<(), SyncError> {
     let plan = Plan {
         operations: [Family::Ip, Family::Ip6]
             .into_iter()

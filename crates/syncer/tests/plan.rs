@@ -19,7 +19,8 @@ fn one_endpoint_rewrites_only_map_elements_at_any_cluster_size() {
         let mut state = kproxy_synthetic::cluster(services, 10);
         let before = rules(&state);
         add_endpoint(&mut state);
-        let plan = plan(Some(&before), &rules(&state), &[]);
+        let after = rules(&state);
+        let plan = plan(Some(&before), &after, &[]);
         // The Service's ranges in its endpoint map are replaced; no rule changes, so the kernel
         // has no table to re-validate.
         assert!(
@@ -70,7 +71,8 @@ fn a_cold_start_fills_endpoint_maps_after_the_rules_that_read_them() {
     // Adding a rule that reads a map makes the kernel walk the map's elements; an empty map
     // makes that walk free.
     let state = kproxy_synthetic::cluster(50, 3);
-    let plan = plan(None, &rules(&state), &[]);
+    let desired = rules(&state);
+    let plan = plan(None, &desired, &[]);
     let ops = &plan.operations;
     let last_rule = ops
         .iter()
@@ -109,7 +111,8 @@ fn a_cold_start_creates_the_most_named_sets_first() {
     // the affinity set (two references per affinity endpoint rule) comes first, then the
     // endpoint maps (one per DNAT rule), then the sets and maps few rules name.
     let state = kproxy_synthetic::cluster(200, 3);
-    let plan = plan(None, &rules(&state), &[]);
+    let desired = rules(&state);
+    let plan = plan(None, &desired, &[]);
     let mut families = std::collections::BTreeMap::new();
     for op in &plan.operations {
         if let Operation::Add(family, object) = op {
