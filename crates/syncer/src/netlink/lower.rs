@@ -180,10 +180,10 @@ impl<F: FnMut(Addressed)> Lowering<F> {
     /// Adds keys to a named set, or deletes keys from a named set or map (deletes send no data).
     fn named_set_keys(&mut self, set: &str, keys: &[Vec<Value>], shapes: &SetShapes, delete: bool) {
         let interval = shapes.interval(self.family, set);
-        let elements = keys
-            .iter()
-            .flat_map(|key| key_elements(key, interval, ElementData::None))
-            .collect();
+        let mut elements = Vec::with_capacity(keys.len());
+        for key in keys {
+            key_elements(&mut elements, key, interval, ElementData::None);
+        }
         self.push_elements(SetHandle::Named(set.to_string()), elements, delete);
     }
 
@@ -252,7 +252,7 @@ impl<F: FnMut(Addressed)> Lowering<F> {
             elements.extend(leading_interval_end(&set.elements));
         }
         for key in &set.elements {
-            elements.extend(key_elements(key, set.interval, ElementData::None));
+            key_elements(&mut elements, key, set.interval, ElementData::None);
         }
         self.push_elements(handle, elements, false);
     }
@@ -379,7 +379,7 @@ impl<F: FnMut(Addressed)> Lowering<F> {
         let values: Vec<Vec<Value>> = prefixes.iter().map(|p| vec![Value::Prefix(*p)]).collect();
         let mut elements: Vec<Element> = leading_interval_end(&values).into_iter().collect();
         for key in &values {
-            elements.extend(key_elements(key, true, ElementData::None));
+            key_elements(&mut elements, key, true, ElementData::None);
         }
         let key = [match self.family {
             Family::Ip => DataType::Ipv4Addr,
@@ -550,36 +550,59 @@ fn comment_udata(kind: u8, comment: Option<&str>) -> Vec<u8> {
     out
 }
 
-fn padded(bytes: &[u8]) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    out.resize(padded_len(bytes.len() as u32) as usize, 0);
-    out
+// The byte helpers below append to a buffer: a set of 10,000 Services has tens of thousands of
+// keys of up to four fields, and a `Vec` per field was most of lowering them.
+
+/// Pads what was appended to `out` since `start` with zeros to a whole 4-byte register.
+fn pad_from(out: &mut Vec<u8>, start: usize) {
+    let len = out.len() - start;
+    out.resize(start + padded_len(len as u32) as usize, 0);
+}
+
+fn put_addr(out: &mut Vec<u8>, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
+    }
 }
 
 fn addr_bytes(addr: IpAddr) -> Vec<u8> {
-    match addr {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
+    let mut out = Vec::with_capacity(16);
+    put_addr(&mut out, addr);
+    out
 }
 
-/// A constant as a comparison operand: exactly as wide as the loaded field.
-fn cmp_bytes(value: &Value) -> Vec<u8> {
+/// Appends a constant as a comparison operand: exactly as wide as the loaded field.
+fn put_cmp_bytes(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Addr(addr) => addr_bytes(*addr),
-        Value::Prefix(net) => addr_bytes(net.network()),
-        Value::Proto(proto) => vec![proto.number()],
-        Value::Port(port) => port.to_be_bytes().to_vec(),
-        Value::Integer(n) => n.to_ne_bytes().to_vec(),
-        Value::CtNew => CT_STATE_NEW.to_ne_bytes().to_vec(),
-        Value::CtDnat => CT_STATUS_DST_NAT.to_ne_bytes().to_vec(),
-        Value::Local => RTN_LOCAL.to_ne_bytes().to_vec(),
+        Value::Addr(addr) => put_addr(out, *addr),
+        Value::Prefix(net) => put_addr(out, net.network()),
+        Value::Proto(proto) => out.push(proto.number()),
+        Value::Port(port) => out.extend_from_slice(&port.to_be_bytes()),
+        Value::Integer(n) => out.extend_from_slice(&n.to_ne_bytes()),
+        Value::CtNew => out.extend_from_slice(&CT_STATE_NEW.to_ne_bytes()),
+        Value::CtDnat => out.extend_from_slice(&CT_STATUS_DST_NAT.to_ne_bytes()),
+        Value::Local => out.extend_from_slice(&RTN_LOCAL.to_ne_bytes()),
     }
 }
 
-/// A constant as a set key field: register layout, padded to 4 bytes.
-fn key_bytes(value: &Value) -> Vec<u8> {
-    padded(&cmp_bytes(value))
+/// A constant as a comparison operand.
+fn cmp_bytes(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    put_cmp_bytes(&mut out, value);
+    out
+}
+
+/// Appends a constant as a set key field: register layout, padded to 4 bytes.
+fn put_key_bytes(out: &mut Vec<u8>, value: &Value) {
+    let start = out.len();
+    put_cmp_bytes(out, value);
+    pad_from(out, start);
+}
+
+/// Room for a concatenated key: up to 16 bytes a field.
+fn key_buffer(fields: usize) -> Vec<u8> {
+    Vec::with_capacity(16 * fields)
 }
 
 /// A whole key: a single field as long as it is, concatenated fields in whole registers (as
@@ -587,13 +610,14 @@ fn key_bytes(value: &Value) -> Vec<u8> {
 fn plain_key(key: &[Value]) -> Vec<u8> {
     match key {
         [single] => cmp_bytes(single),
-        _ => key.iter().flat_map(key_bytes).collect(),
+        _ => {
+            let mut out = key_buffer(key.len());
+            for value in key {
+                put_key_bytes(&mut out, value);
+            }
+            out
+        }
     }
-}
-
-/// The last address of a network.
-fn last_bytes(net: &IpNet) -> Vec<u8> {
-    addr_bytes(net.broadcast())
 }
 
 /// The address after a network, or `None` when it ends the address space.
@@ -633,71 +657,52 @@ fn leading_interval_end(keys: &[Vec<Value>]) -> Option<Element> {
     })
 }
 
-/// The element(s) for one key: a plain key; for single-field interval sets a start and an
-/// interval end after the range; for concatenated interval sets a key and an inclusive end.
-fn key_elements(key: &[Value], interval: bool, data: ElementData) -> Vec<Element> {
-    let start = plain_key(key);
-    if !interval {
-        return vec![Element {
-            key: start,
-            key_end: None,
-            interval_end: false,
-            data,
-        }];
-    }
-    if let [single] = key {
-        let Some(net) = as_net(single) else {
-            return vec![Element {
-                key: start,
-                key_end: None,
-                interval_end: false,
-                data,
-            }];
-        };
-        let mut out = vec![Element {
-            key: addr_bytes(net.network()),
-            key_end: None,
-            interval_end: false,
-            data,
-        }];
-        if let Some(end) = after_bytes(&net) {
-            out.push(Element {
-                key: end,
-                key_end: None,
-                interval_end: true,
-                data: ElementData::None,
-            });
-        }
-        return out;
-    }
-    let mut end = Vec::with_capacity(start.len());
-    for value in key {
-        match value {
-            Value::Prefix(net) => end.extend(last_bytes(net)),
-            other => end.extend(key_bytes(other)),
-        }
-    }
-    let start = key
-        .iter()
-        .flat_map(|value| match value {
-            Value::Prefix(net) => addr_bytes(net.network()),
-            other => key_bytes(other),
-        })
-        .collect();
-    vec![Element {
-        key: start,
-        key_end: Some(end),
-        interval_end: false,
+/// Appends the element(s) for one key: a plain key; for single-field interval sets a start and
+/// an interval end after the range; for concatenated interval sets a key and an inclusive end.
+fn key_elements(out: &mut Vec<Element>, key: &[Value], interval: bool, data: ElementData) {
+    let element = |key, key_end, interval_end, data| Element {
+        key,
+        key_end,
+        interval_end,
         data,
-    }]
+    };
+    match key {
+        [single] if interval => match as_net(single) {
+            Some(net) => {
+                out.push(element(addr_bytes(net.network()), None, false, data));
+                if let Some(end) = after_bytes(&net) {
+                    out.push(element(end, None, true, ElementData::None));
+                }
+            }
+            None => out.push(element(plain_key(key), None, false, data)),
+        },
+        _ if interval => {
+            let (mut start, mut end) = (key_buffer(key.len()), key_buffer(key.len()));
+            for value in key {
+                match value {
+                    Value::Prefix(net) => {
+                        put_addr(&mut start, net.network());
+                        put_addr(&mut end, net.broadcast());
+                    }
+                    other => {
+                        put_key_bytes(&mut start, other);
+                        put_key_bytes(&mut end, other);
+                    }
+                }
+            }
+            out.push(element(start, Some(end), false, data));
+        }
+        _ => out.push(element(plain_key(key), None, false, data)),
+    }
 }
 
 /// A range of an endpoint map: its start (with the endpoint, when adding) and the interval end
 /// just after it. Windows end below 2^32, so `last + 1` never wraps.
 fn range_elements(range: &EndpointRange, with_data: bool) -> [Element; 2] {
     let data = if with_data {
-        let mut data = addr_bytes(range.target.ip());
-        data.extend(padded(&range.target.port().to_be_bytes()));
+        let mut data = Vec::with_capacity(20);
+        put_addr(&mut data, range.target.ip());
+        put_key_bytes(&mut data, &Value::Port(range.target.port()));
         ElementData::Value(data)
     } else {
         ElementData::None
