@@ -4,9 +4,10 @@
 //! (architecture.md, "Why endpoints live in windows of shared maps"). The layout without
 //! intervals, `dnat to numgen random mod N offset W map @m` over single keys, must replace the
 //! Service port's DNAT rule whenever N changes. This program measures that replacement alone:
-//! the whole synthetic cluster is applied, then, `REPEATS` times, the DNAT rule of a different
-//! plain ClusterIP port gets modulus `MODULUS - 1` and then its own again, each its own
-//! `Syncer::sync_change`, and it prints the median kernel time (`SyncReport::transaction`).
+//! the whole synthetic cluster is applied, then, `REPEATS` times, the first DNAT rule of a
+//! different Service-address bucket chain (`service-ips-…`) gets modulus `MODULUS - 1` and then
+//! its own again, each its own `Syncer::sync_change`, and it prints the median kernel time
+//! (`SyncReport::transaction`).
 //!
 //! ```sh
 //! cargo build --release -p kproxy-bench --example rule_change_floor
